@@ -1,0 +1,184 @@
+"""Config dataclasses loaded from YAML, validated with one-line errors, overridable with --set.
+
+Every config class is a plain dataclass; a field's ``metadata`` may carry ``help`` (shown in
+docs/CLI) and ``choices`` (allowed values). ``from_dict`` validates recursively and reports the
+file, the dotted key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from hf_icl.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str = "", choices: tuple | None = None,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with help text and optional allowed values."""
+    metadata = {"help": help, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _where(source: str, key: str) -> str:
+    return f"{source}: {key}" if key else source
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
+    """Check/convert one value against a type hint; raise ConfigError naming the key."""
+    if tp is Any:
+        return value
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, source, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{_where(source, key)}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in get_args(tp):
+            raise ConfigError(
+                f"{_where(source, key)}: invalid value {value!r}{did_you_mean(value, get_args(tp))}; "
+                f"allowed: {', '.join(map(str, get_args(tp)))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{_where(source, key)}: expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_convert(v, item_tp, source, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{_where(source, key)}: expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp) or (Any, Any)
+        return {k: _convert(v, val_tp, source, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, source, key)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(tp, type) and not isinstance(value, tp) or (tp in (int, float) and isinstance(value, bool)):
+        raise ConfigError(f"{_where(source, key)}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, validating keys, types and choices."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_where(source, prefix)}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(
+                f"{source}: unknown key {dotted!r}{did_you_mean(key, fields)}; "
+                f"allowed: {', '.join(sorted(fields))}")
+        value = _convert(value, hints[key], source, dotted)
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{source}: {dotted}: invalid value {value!r}{did_you_mean(value, choices)}; "
+                f"allowed: {', '.join(map(str, choices))}")
+        kwargs[key] = value
+    missing = [n for n, f in fields.items() if n not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{source}: missing required key {where}{missing[0]!r}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{_where(source, prefix)}: {err}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass → plain dict/list tree (for config.yaml and results)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+_INDEX = re.compile(r"^\d+$")
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply ``key.sub.0=value`` overrides (value parsed as YAML) to a nested dict in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source} {item!r}: expected key=value, e.g. models.0.dtype=bfloat16")
+        path, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        parts = path.split(".")
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                if not _INDEX.match(part) or int(part) >= len(node):
+                    raise ConfigError(
+                        f"{source} {path}: {where!r} is not an index of a list of length {len(node)}")
+                idx = int(part)
+                if last:
+                    node[idx] = value
+                else:
+                    if isinstance(node[idx], str):  # `tasks: [sentiment]` → mapping form
+                        node[idx] = {"name": node[idx]}
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])!r} is not a mapping or list")
+    return data
