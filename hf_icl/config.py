@@ -80,6 +80,9 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        shorthand = getattr(tp, "string_field", None)
+        if shorthand and isinstance(value, str):  # `models: [smollm2-135m]`
+            value = {shorthand: value}
         return from_dict(tp, value, source, key)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)

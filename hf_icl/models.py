@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -28,6 +28,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class ModelSpec:
     """How to load one model; a bare string in a config means ``{spec: <string>}``."""
+
+    string_field: ClassVar[str] = "spec"
 
     spec: str = option(help="alias (see `hf-icl models`), Hub id, local folder or .gguf file")
     dtype: Literal["float32", "bfloat16", "float16"] = option(

@@ -1,0 +1,103 @@
+"""`hf-icl` command line: one shape for every job (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hf_icl.errors import HfIclError, unknown_name
+
+JOBS = ("evaluate",)
+
+
+def _add_job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="run config (YAML path or built-in name)")
+    p.add_argument("--out", help="results folder (default: runs/<config>-<hash>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. models.0.dtype=bfloat16 (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a results folder that holds a different config")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-icl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list built-in model aliases and whether each is installed")
+    b = sub.add_parser("build", help="build a task's episodes as an HF DatasetDict")
+    b.add_argument("task", help="built-in task name or task YAML path")
+    b.add_argument("--out", help="output folder (default: datasets/<task>)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--push-to-hub", metavar="REPO_ID")
+    b.add_argument("--private", action="store_true")
+    for job in JOBS:
+        _add_job_args(sub.add_parser(job, help=f"run an {job} config"))
+    _add_job_args(sub.add_parser("run", help="run a config, dispatching on its `job:` field"))
+    return parser
+
+
+def find_config(name: str) -> Path:
+    from hf_icl.resources import builtin_dir, builtin_names
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    builtin = builtin_dir("eval_configs") / f"{path.stem}.yaml"
+    if path.parent == Path(".") and builtin.is_file():
+        return builtin
+    if path.suffix in (".yaml", ".yml"):
+        raise HfIclError(f"config {name!r}: no such file")
+    raise unknown_name("config", name, builtin_names("eval_configs"))
+
+
+def cmd_models() -> None:
+    from hf_icl.models import list_aliases
+
+    print(f"{'alias':<20} {'installed':<10} description")
+    for alias, desc, installed in list_aliases():
+        print(f"{alias:<20} {'yes' if installed else 'no':<10} {desc}")
+    print("\nAny Hub id (e.g. HuggingFaceTB/SmolLM2-135M), local folder or .gguf file also works.")
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    from hf_icl.config import apply_overrides, read_yaml
+
+    path = find_config(args.config)
+    data = apply_overrides(read_yaml(path), args.set)
+    job = data.get("job", "evaluate") if args.command == "run" else args.command
+    if job not in JOBS:
+        raise unknown_name("job", job, JOBS, where=f"{path}: job")
+    if data.get("job", job) != job:
+        raise HfIclError(f"{path}: job is {data['job']!r}; run it with `hf-icl {data['job']}` "
+                         "or `hf-icl run`")
+    data["job"] = job
+    from hf_icl.jobs.runner import run_job
+
+    run_job(job, data, path, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.command == "models":
+            cmd_models()
+        elif args.command == "build":
+            from hf_icl.build import cmd_build
+
+            cmd_build(args)
+        else:
+            cmd_job(args)
+    except HfIclError as err:
+        print(f"hf-icl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hf-icl: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

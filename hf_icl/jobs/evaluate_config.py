@@ -1,0 +1,45 @@
+"""The evaluate job's config (also the base of compare configs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hf_icl.config import option
+from hf_icl.models import ModelSpec
+
+
+@dataclass
+class EvaluateConfig:
+    job: Literal["evaluate"] = option("evaluate", help="which job this config runs")
+    models: list[ModelSpec] = option(default_factory=list, help="models to evaluate")
+    tasks: list[Any] = option(default_factory=list,
+                              help="task names / YAML paths, or {name: ..., <param>: ...} overrides")
+    protocol: Literal["queries", "sequential"] = option(
+        "queries", help="queries: one demo list per seed, all queries after k demos; "
+        "sequential: accuracy by position in one sequence")
+    shots: list[int] = option(default_factory=lambda: [0, 1, 2, 4, 8],
+                              help="numbers of demonstrations (positions for sequential)")
+    num_seeds: int = option(3, help="demo lists (queries) or episodes (sequential) per task")
+    num_queries: int = option(100, help="queries per demo list (queries protocol)")
+    demo_orders: int = option(1, help="orderings of each demo list (1: as sampled)")
+    baselines: list[Any] = option(default_factory=list,
+                                  help="in-context baselines by name or {name: ..., <param>: ...}")
+    metrics: list[str] = option(default_factory=list,
+                                help="default: accuracy, macro_f1 (classification); nse (regression)")
+    pack_tokens: int = option(768, help="tokens per packed scoring forward")
+    batch_size: int = option(8, help="sequences per forward (sequential protocol)")
+    bootstrap: int = option(1000, help="bootstrap resamples for confidence intervals")
+    seed: int = option(0, help="seed for demo orders and bootstrap")
+    title: str = option("", help="report title")
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("models: list at least one model, e.g. [smollm2-135m]")
+        if not self.tasks:
+            raise ValueError("tasks: list at least one task, e.g. [sentiment]")
+        if not self.shots or any(k < 0 for k in self.shots):
+            raise ValueError(f"shots: expected a non-empty list of integers ≥ 0, got {self.shots}")
+        for name in ("num_seeds", "num_queries", "demo_orders", "pack_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")

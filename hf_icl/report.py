@@ -1,0 +1,147 @@
+"""Final outputs of an evaluation: results.json, report.md, curve.png (all temp + rename)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from hf_icl import metrics as M
+from hf_icl.config import to_dict
+from hf_icl.results import RunFolder, atomic_write
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("hf-icl", "torch", "transformers", "datasets", "accelerate", "peft", "evaluate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def metric_names(config, is_regression: bool) -> list[str]:
+    if config.metrics:
+        return list(config.metrics)
+    return M.REGRESSION_METRICS if is_regression else M.CLASSIFICATION_METRICS
+
+
+def _seed_values(name: str, rows: list[dict]) -> list[float]:
+    by_seed: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_seed[(r["seed"], r["order"])].append(r)
+    return [M.compute(name, [r["pred"] for r in rs], [r["gold"] for r in rs],
+                      **_kwargs(name, rs)) for _, rs in sorted(by_seed.items())]
+
+
+def _kwargs(name: str, rows: list[dict]) -> dict[str, Any]:
+    return {"scale": rows[0].get("scale", 1.0)} if name == "nse" else {}
+
+
+def aggregate(config, rows: list[dict]) -> list[dict]:
+    """Per model × task × shots × metric: mean and std across demo seeds, bootstrap CI."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["task"], r["shots"])].append(r)
+    out = []
+    for (model, task, shots), rs in groups.items():
+        regression = isinstance(rs[0]["gold"], float)
+        for name in metric_names(config, regression):
+            per_seed = _seed_values(name, rs)
+            low, high = M.bootstrap_ci(name, [r["pred"] for r in rs], [r["gold"] for r in rs],
+                                       resamples=config.bootstrap, seed=config.seed,
+                                       **_kwargs(name, rs))
+            out.append({"model": model, "task": task, "shots": shots, "metric": name,
+                        "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
+                        "ci_low": low, "ci_high": high, "n": len(rs),
+                        "num_seeds": len(per_seed)})
+    return out
+
+
+def markdown_report(config, summary: list[dict], title: str) -> str:
+    lines = [f"# {title}", "",
+             f"Protocol `{config.protocol}`; {config.num_seeds} seed(s)"
+             + (f", {config.num_queries} queries per seed" if config.protocol == "queries" else "")
+             + ". Cells: mean ± std across seeds [95% bootstrap CI over samples].", ""]
+    by_task: dict[tuple, list[dict]] = defaultdict(list)
+    for s in summary:
+        by_task[(s["task"], s["metric"])].append(s)
+    for (task, metric), items in by_task.items():
+        shots = sorted({s["shots"] for s in items})
+        lines += [f"## {task} — {metric}", "",
+                  "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+                  "|---|" + "---|" * len(shots)]
+        models = list(dict.fromkeys(s["model"] for s in items))
+        cell = {(s["model"], s["shots"]): s for s in items}
+        for model in models:
+            cells = []
+            for k in shots:
+                s = cell.get((model, k))
+                cells.append("" if s is None else
+                             f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["![learning curves](curve.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(summary: list[dict]) -> bytes:
+    """One panel per task × metric; a line per model with its CI band; zero-shot marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((s["task"], s["metric"]) for s in summary))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (task, metric) in zip(axes[0], panels):
+        items = [s for s in summary if s["task"] == task and s["metric"] == metric]
+        for model in dict.fromkeys(s["model"] for s in items):
+            pts = sorted((s for s in items if s["model"] == model), key=lambda s: s["shots"])
+            x = np.array([s["shots"] for s in pts])
+            y = np.array([s["mean"] for s in pts])
+            line, = ax.plot(x, y, marker="o", ms=3, label=model)
+            ax.fill_between(x, [s["ci_low"] for s in pts], [s["ci_high"] for s in pts],
+                            color=line.get_color(), alpha=0.15)
+            if 0 in x:
+                ax.scatter([0], y[x == 0], marker="*", s=120, color=line.get_color(), zorder=3)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("shots (demonstrations; ★ = zero-shot)")
+        ax.set_ylabel(metric)
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def sort_samples(folder: RunFolder, unit_order: list[str]) -> list[dict]:
+    """Rewrite samples.jsonl in unit order so resumed and sharded runs give identical files."""
+    rank = {u: i for i, u in enumerate(unit_order)}
+    rows = folder.read_jsonl("samples.jsonl")
+    rows.sort(key=lambda r: (rank.get(r["unit"], len(rank)), r["shots"], r["query"]))
+    folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return rows
+
+
+def write_reports(config, tasks, folder: RunFolder, unit_order: list[str]) -> dict:
+    rows = sort_samples(folder, unit_order)
+    summary = aggregate(config, rows)
+    title = config.title or f"hf-icl {config.job}"
+    results = {"job": config.job, "config": to_dict(config), "versions": library_versions(),
+               "tasks": {t.name: {"family": t.definition.family, "source": t.definition.source}
+                         for t in tasks},
+               "summary": summary}
+    folder.write_json("results.json", results)
+    folder.write_text("report.md", markdown_report(config, summary, title))
+    atomic_write(folder.file("curve.png"), plot_curves(summary))
+    return results
