@@ -52,14 +52,14 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error is the informative one
+            return _convert(value, options[0], source, key)
+        for arg in options:
             try:
                 return _convert(value, arg, source, key)
-            except ConfigError as err:
-                errors.append(err)
+            except ConfigError:
+                continue
         raise ConfigError(f"{_where(source, key)}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in get_args(tp):

@@ -170,8 +170,12 @@ def tiny_config(arch: str, vocab_size: int):
 def _load_tokenizer(source: str, spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
-                                              trust_remote_code=spec.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
+                                                  trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise HfIclError(f"model spec {spec.spec!r}: cannot load its tokenizer "
+                         f"({' '.join(str(err).split())[:200]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

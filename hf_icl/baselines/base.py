@@ -56,15 +56,13 @@ class Batch:
     def meta(self, key: str, baseline: str, default: float | None = None) -> np.ndarray:
         """Stack ``meta[key]`` over the episodes (oracles read the task's true parameters);
         episodes without it get ``default``, or an error when there is none."""
-        missing = [ep for ep in self.episodes if key not in ep.meta]
-        if missing and default is not None:
-            return np.stack([np.asarray(ep.meta.get(key, default), dtype=np.float64)
-                             for ep in self.episodes])
-        if missing:
-            have = ", ".join(sorted(missing[0].meta)) or "nothing"
+        missing = next((ep for ep in self.episodes if key not in ep.meta), None)
+        if missing is not None and default is None:
+            have = ", ".join(sorted(missing.meta)) or "nothing"
             raise HfIclError(f"baseline {baseline!r} needs episode meta {key!r}; task "
-                             f"{missing[0].task!r} provides: {have}")
-        return np.stack([np.asarray(ep.meta[key], dtype=np.float64) for ep in self.episodes])
+                             f"{missing.task!r} provides: {have}")
+        return np.stack([np.asarray(ep.meta.get(key, default), dtype=np.float64)
+                         for ep in self.episodes])
 
 
 def _is_numeric(x: Any) -> bool:

@@ -1,0 +1,50 @@
+"""Shared fixtures: real models are loaded once per test session (loading takes seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_icl.models import load_model_cached
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct, the real offline pretrained model: (model, tokenizer)."""
+    return load_model_cached("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return load_model_cached("tiny-random-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3():
+    """A tiny Gemma 3 with a 16-token sliding window on its first layer."""
+    return load_model_cached("tiny-random-gemma3")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_llama):
+    """The real SmolLM2 tokenizer."""
+    return tiny_llama[1]
+
+
+@pytest.fixture
+def text_task_dir(tmp_path: Path) -> Path:
+    """A small text task (YAML + JSONL) written to a temporary folder."""
+    reviews = [("I loved every minute", 1), ("awful and boring", 0), ("great fun for all", 1),
+               ("a total waste of money", 0), ("brilliant acting", 1), ("never again", 0),
+               ("so dull I slept", 0), ("wonderful little gem", 1), ("not worth it", 0),
+               ("pure joy", 1), ("the plot made no sense", 0), ("charming and clever", 1)]
+    for split, rows in (("train", reviews), ("test", reviews[::-1])):
+        (tmp_path / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    (tmp_path / "mini.yaml").write_text(
+        "name: mini\nfamily: text_classification\nparams:\n  train_file: train.jsonl\n"
+        "  test_file: test.jsonl\n  template: \"Review: {text}\\nSentiment:\"\n"
+        "  label_words: [\" negative\", \" positive\"]\n")
+    return tmp_path

@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hf_icl.cli import main
+
+
+def write_config(tmp_path, task_dir, **overrides):
+    config = {"job": "evaluate", "models": ["tiny-random-llama"],
+              "tasks": [str(task_dir / "mini.yaml")], "shots": [0, 1, 2],
+              "num_seeds": 2, "num_queries": 3, "bootstrap": 50, **overrides}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_models_lists_aliases(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "gemma3-270m" in out and "tiny-random-qwen2" in out
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "hf_icl", "models"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "smollm2-135m" in proc.stdout
+
+
+def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, text_task_dir, capsys):
+    path = write_config(tmp_path, text_task_dir, shot=[0])
+    out = tmp_path / "out"
+    assert main(["evaluate", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown key 'shot' (did you mean 'shots'?)" in err
+    assert str(path) in err and not out.exists()
+    assert main(["run", "quickstrat"]) == 2
+    assert "did you mean 'quickstart'" in capsys.readouterr().err
+
+
+def test_evaluate_end_to_end_and_resume_gives_identical_files(tmp_path, text_task_dir):
+    path = write_config(tmp_path, text_task_dir)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    names = ["samples.jsonl", "results.json", "report.md", "curve.png", "config.yaml"]
+    first = {n: (out / n).read_bytes() for n in names}
+    samples = [json.loads(line) for line in first["samples.jsonl"].splitlines()]
+    assert len(samples) == 2 * 3 * 3  # seeds × shots × queries
+    assert {s["shots"] for s in samples} == {0, 1, 2}
+    assert all(len(s["demo_ids"]) == s["shots"] for s in samples)
+    results = json.loads(first["results.json"])
+    accuracy = [s for s in results["summary"] if s["metric"] == "accuracy"]
+    assert len(accuracy) == 3 and all(0 <= s["mean"] <= 1 for s in accuracy)
+    assert "transformers" in results["versions"]
+    assert first["curve.png"][:4] == b"\x89PNG"
+    # simulated crash: keep the first unit and half a line of the second, drop final files
+    lines = first["samples.jsonl"].decode().splitlines(keepends=True)
+    (out / "samples.jsonl").write_text("".join(lines[:9]) + lines[9][:20])
+    for n in ("results.json", "report.md", "curve.png"):
+        (out / n).unlink()
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    assert {n: (out / n).read_bytes() for n in names} == first
+
+
+def test_set_overrides_and_config_mismatch(tmp_path, text_task_dir, capsys):
+    path = write_config(tmp_path, text_task_dir)
+    out = tmp_path / "o"
+    assert main(["evaluate", str(path), "--out", str(out), "--quiet", "--set", "shots=[0]",
+                 "--set", "num_seeds=1"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["shots"] == [0]
+    assert main(["evaluate", str(path), "--out", str(out), "--quiet"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+@pytest.mark.real_model
+def test_quickstart_config_parses_and_names_the_real_model():
+    from hf_icl.cli import find_config
+    from hf_icl.config import from_dict, read_yaml
+    from hf_icl.jobs.evaluate_config import EvaluateConfig
+
+    config = from_dict(EvaluateConfig, read_yaml(find_config("quickstart")))
+    assert config.models[0].spec == "smollm2-135m" and 0 in config.shots

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from hf_icl.errors import HfIclError
+from hf_icl.models import ModelSpec, list_aliases, load_model, resolve_source
+
+
+def test_aliases_are_listed_and_installed():
+    rows = {alias: installed for alias, _, installed in list_aliases()}
+    assert set(rows) == {"smollm2-135m", "gemma3-270m", "tiny-random-llama",
+                         "tiny-random-gemma3", "tiny-random-qwen2"}
+    assert all(rows.values())
+
+
+def test_bad_spec_lists_aliases_with_suggestion():
+    with pytest.raises(HfIclError, match=r"unknown model spec 'smollm-135m' \(did you mean 'smollm2-135m'\?\).*gemma3-270m"):
+        load_model("smollm-135m")
+    with pytest.raises(HfIclError, match=r"unknown tiny model 'tiny-random-gpt9'"):
+        load_model("tiny-random-gpt9")
+    with pytest.raises(HfIclError, match="no such .gguf file"):
+        load_model("/nonexistent/model.gguf")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2"])
+def test_tiny_models_use_the_real_tokenizer(arch):
+    model, tok = load_model(f"tiny-random-{arch}")
+    assert len(tok) == 49152 and model.config.vocab_size == len(tok)
+    ids = tok("Review: great\nSentiment:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tok)) and torch.isfinite(logits).all()
+
+
+def test_bfloat16_is_cast_after_float32_load():
+    model, _ = load_model(ModelSpec(spec="tiny-random-llama", dtype="bfloat16"))
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.real_model
+def test_smollm2_gguf_saves_and_reloads_identically(smollm2, tmp_path):
+    model, tok = smollm2
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
+    assert getattr(model, "hf_quantizer", None) is None
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    reloaded, _ = load_model(str(tmp_path))
+    ids = tok("Review: a gripping film\nSentiment:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+
+
+@pytest.mark.real_model
+def test_gguf_file_spec_and_untrained_control(smollm2):
+    from hf_icl.models import _smollm2_gguf
+
+    folder = resolve_source(str(_smollm2_gguf()))
+    assert folder == resolve_source("smollm2-135m")
+    random_model, _ = load_model(ModelSpec(spec="smollm2-135m", init="random"))
+    w_random = random_model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(w_random, smollm2[0].model.layers[0].self_attn.q_proj.weight)
+    assert ModelSpec(spec="smollm2-135m", init="random").label == "smollm2-135m (untrained)"
+
+
+def _qlora_run(folder, inference_layout: bool) -> tuple[float, list[float]]:
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_model(ModelSpec(spec=str(folder), quantization="4bit",
+                                      bnb_cpu_inference_layout=inference_layout))
+    ids = tok("Review: dull\nSentiment: negative", return_tensors="pt").input_ids
+    with torch.no_grad():
+        model(ids)  # an evaluation forward first: the trap fires here
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    losses, grad_norm = [], 0.0
+    for step in range(6):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        if step == 0:
+            grad_norm = sum(p.grad.abs().sum().item() for n, p in model.named_parameters()
+                            if "lora_" in n and p.grad is not None)
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return grad_norm, losses
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    model, tok = load_model("tiny-random-llama")
+    folder = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_qlora_trains_after_an_eval_forward(tiny_folder):
+    grad_norm, losses = _qlora_run(tiny_folder, inference_layout=False)
+    assert grad_norm > 0
+    assert losses[-1] < losses[0]
+
+
+def test_inference_layout_breaks_training_on_avx512bf16_cpus(tiny_folder):
+    from bitsandbytes.nn.modules import has_avx512bf16
+
+    if not has_avx512bf16():
+        pytest.skip("the CPU has no AVX512-BF16: bitsandbytes keeps the trainable layout")
+    grad_norm, _ = _qlora_run(tiny_folder, inference_layout=True)
+    assert grad_norm == 0.0  # the failure the loader's fix prevents

@@ -1,0 +1,61 @@
+import json
+import os
+
+import pytest
+
+from hf_icl.errors import HfIclError
+from hf_icl.results import RunFolder, atomic_write, config_hash, default_out
+
+
+def test_default_out_is_named_by_config_and_hash():
+    resolved = {"job": "evaluate", "shots": [0, 1]}
+    out = default_out("eval_configs/quickstart.yaml", resolved)
+    assert out.parent.name == "runs" and out.name == f"quickstart-{config_hash(resolved)}"
+    assert config_hash(resolved) != config_hash({**resolved, "shots": [0]})
+
+
+def test_prepare_refuses_a_different_config_unless_overwrite(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare({"a": 1}, overwrite=False)
+    folder.prepare({"a": 1}, overwrite=False)  # same config: resume
+    with pytest.raises(HfIclError, match="holds a run with a different config; pass --overwrite"):
+        folder.prepare({"a": 2}, overwrite=False)
+    folder.append_jsonl("samples.jsonl", [{"x": 1}])
+    folder.prepare({"a": 2}, overwrite=True)
+    assert not folder.file("samples.jsonl").exists()
+
+
+def test_lock_refuses_live_owner_and_takes_over_stale_lock(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.prepare({}, overwrite=False)
+    with folder.lock():
+        with pytest.raises(HfIclError, match=f"in use by process {os.getpid()}"):
+            with folder.lock():
+                pass
+    assert not folder.file(".lock").exists()
+    import socket
+
+    folder.file(".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    with pytest.warns(UserWarning, match="taking over a stale lock"):
+        with folder.lock():
+            pass
+
+
+def test_torn_last_line_is_ignored_and_atomic_write_leaves_no_temp(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.append_jsonl("samples.jsonl", [{"i": 0}, {"i": 1}])
+    with open(folder.file("samples.jsonl"), "a") as fh:
+        fh.write('{"i": 2')
+    assert [r["i"] for r in folder.read_jsonl("samples.jsonl")] == [0, 1]
+    atomic_write(tmp_path / "x.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.jsonl", "x.json"]
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/hf_icl_cannot_write_here"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        target = str(tmp_path / "ro" / "run")
+    with pytest.raises(HfIclError, match="not writable"):
+        RunFolder(target).prepare({}, overwrite=False)
