@@ -63,7 +63,9 @@ class MomentumConfig:
     )
     variant: str = field(
         default="additive",
-        metadata={"help": "additive: Attn_t + Σ η^(t−i) v_i; recursive: (1−η)·Attn_t + η·MoAttn_(t−1)"},
+        metadata={
+            "help": "additive: Attn_t + Σ η^(t−i) v_i; recursive: (1−η)·Attn_t + η·MoAttn_(t−1)"
+        },
     )
 
     def validate(self, num_layers: int) -> None:
@@ -94,7 +96,9 @@ class MomentumConfig:
         return data
 
 
-def decaying_cumsum(x: torch.Tensor, eta: float, inclusive: bool, chunk: int = SCAN_CHUNK) -> torch.Tensor:
+def decaying_cumsum(
+    x: torch.Tensor, eta: float, inclusive: bool, chunk: int = SCAN_CHUNK
+) -> torch.Tensor:
     """``y_t = Σ_{i<t} η^(t−i) x_i`` (``i ≤ t`` if inclusive) along dim −2, in O(S·chunk·D).
 
     Works chunk by chunk so that η is only raised to non-negative powers: a running sum rescaled
@@ -102,18 +106,41 @@ def decaying_cumsum(x: torch.Tensor, eta: float, inclusive: bool, chunk: int = S
     """
     *lead, length, dim = x.shape
     num_chunks = -(-length // chunk)
-    padded = nn.functional.pad(x, (0, 0, 0, num_chunks * chunk - length))
-    chunks = padded.view(*lead, num_chunks, chunk, dim)
-    wdtype = torch.promote_types(x.dtype, torch.float32)
-    offset = torch.arange(chunk, device=x.device, dtype=wdtype)
-    within = _decay(eta, offset[:, None] - offset[None, :], 0 if inclusive else 1)
-    # A chunk's contribution to the first position of the next chunk, then carried across chunks.
-    leaving = torch.einsum("c,...ncd->...nd", (eta ** (chunk - offset)).to(x.dtype), chunks)
-    index = torch.arange(num_chunks, device=x.device, dtype=wdtype)
-    across = _decay(eta, chunk * (index[:, None] - index[None, :] - 1), 0)
-    entering = across.to(x.dtype) @ leaving
-    y = within.to(x.dtype) @ chunks + (eta**offset).to(x.dtype)[:, None] * entering[..., None, :]
+    if length % chunk:
+        x = nn.functional.pad(x, (0, 0, 0, num_chunks * chunk - length))
+    chunks = x.reshape(*lead, num_chunks, chunk, dim)
+    inference = torch.is_inference_mode_enabled()
+    within, leaving, across, entering = _scan_weights(
+        eta, chunk, num_chunks, inclusive, x.dtype, x.device, inference
+    )
+    # What each chunk hands to the first position of the next, carried on across chunks.
+    carried = across @ (leaving @ chunks).squeeze(-2)
+    y = torch.addcmul(within @ chunks, entering, carried[..., None, :])
     return y.reshape(*lead, num_chunks * chunk, dim)[..., :length, :]
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_weights(
+    eta: float,
+    chunk: int,
+    num_chunks: int,
+    inclusive: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    inference: bool,
+) -> tuple[torch.Tensor, ...]:
+    """The scan's constant matrices, built once per setting instead of once per layer call.
+
+    `inference` only keys the cache: tensors made in inference mode cannot be saved for backward.
+    """
+    wdtype = torch.promote_types(dtype, torch.float32)
+    offset = torch.arange(chunk, device=device, dtype=wdtype)
+    index = torch.arange(num_chunks, device=device, dtype=wdtype)
+    within = _decay(eta, offset[:, None] - offset[None, :], 0 if inclusive else 1)
+    across = _decay(eta, chunk * (index[:, None] - index[None, :] - 1), 0)
+    leaving = (eta ** (chunk - offset))[None]
+    entering = (eta**offset)[:, None]
+    return tuple(w.to(dtype) for w in (within, leaving, across, entering))
 
 
 def momentum_output(
@@ -138,13 +165,23 @@ def momentum_output(
     if config.variant == "additive":
         if allowed is not None and allowed.shape[1] > 1:
             value = repeat_kv(value, heads // value.shape[1])
-        total = _decayed_sum(value, allowed, key_positions, query_len, config.eta, config.include_current)
-        return attn_output + repeat_kv(total, heads // total.shape[1]).transpose(1, 2)
+        total = _decayed_sum(
+            value, allowed, key_positions, query_len, config.eta, config.include_current
+        )
+        return _add_to_heads(attn_output, total)
     outputs = attn_output.transpose(1, 2)
     if past_outputs is not None:
         outputs = _cat_rows(past_outputs, outputs, dim=2)
     total = _decayed_sum(outputs, allowed, key_positions, query_len, config.eta, inclusive=True)
     return ((1 - config.eta) * total).transpose(1, 2)
+
+
+def _add_to_heads(attn_output: torch.Tensor, momentum: torch.Tensor) -> torch.Tensor:
+    """attn_output (B, T, H, D) plus momentum (B, Hkv, T, D) of the kv head each query head uses."""
+    batch, length, heads, dim = attn_output.shape
+    kv_heads = momentum.shape[1]
+    grouped = attn_output.reshape(batch, length, kv_heads, heads // kv_heads, dim)
+    return (grouped + momentum.transpose(1, 2)[:, :, :, None]).view(batch, length, heads, dim)
 
 
 def _decay(eta: float, distance: torch.Tensor, min_distance: int) -> torch.Tensor:
@@ -157,7 +194,11 @@ def _allowed_keys(
 ) -> torch.Tensor | None:
     """The mask as bool (True = may attend); None stands for plain causal, as sdpa reads it."""
     if mask is None:
-        return None if is_causal else torch.ones(1, 1, query_len, key_len, dtype=torch.bool, device=device)
+        return (
+            None
+            if is_causal
+            else torch.ones(1, 1, query_len, key_len, dtype=torch.bool, device=device)
+        )
     mask = mask[..., :key_len]
     return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
 
@@ -168,31 +209,31 @@ def _causal(query_len: int, key_len: int, device: torch.device) -> torch.Tensor:
     return keys[None, :] <= keys[key_len - query_len :, None]
 
 
-def _scan_keep(allowed: torch.Tensor | None, key_positions: torch.Tensor, query_len: int) -> torch.Tensor | None:
-    """Kept keys (B|1, S) when the scan gives the exact masked sum, else None.
+def _scan_plan(
+    allowed: torch.Tensor | None, key_positions: torch.Tensor, query_len: int
+) -> tuple[bool, torch.Tensor | None]:
+    """Whether the scan gives the exact masked sum, and the keys it must drop (None: none).
 
-    That holds when the mask is causal with padding and positions advance by one per token over
-    the tokens involved, so that index distances are position distances.
+    Exact when the mask is plain causal, or causal with padding, and positions advance by one per
+    token over the tokens involved, so that index distances are position distances.
     """
     key_len = key_positions.shape[-1]
     index = torch.arange(key_len, device=key_positions.device)
     if allowed is None:
-        keep = torch.ones(1, key_len, dtype=torch.bool, device=key_positions.device)
-        involved = keep
-    else:
-        if allowed.shape[1] != 1:
-            return None
-        rows = allowed[:, 0]
-        keep = rows.any(dim=1)
-        if not torch.equal(rows, _causal(query_len, key_len, rows.device) & keep[:, None, :]):
-            return None
-        involved = keep.clone()
-        involved[:, key_len - query_len :] |= rows.any(dim=-1)
+        return bool((key_positions - index == key_positions[:, :1]).all()), None
+    if allowed.shape[1] != 1:
+        return False, None
+    rows = allowed[:, 0]
+    keep = rows.any(dim=1)
+    if not torch.equal(rows, _causal(query_len, key_len, rows.device) & keep[:, None, :]):
+        return False, None
+    involved = keep.clone()
+    involved[:, key_len - query_len :] |= rows.any(dim=-1)
     offset = key_positions - index
     far = torch.iinfo(offset.dtype).max
     low = torch.where(involved, offset, far).amin(-1)
     high = torch.where(involved, offset, -far).amax(-1)
-    return keep if bool(((low == high) | ~involved.any(-1)).all()) else None
+    return bool(((low == high) | ~involved.any(-1)).all()), keep
 
 
 def _decayed_sum(
@@ -204,9 +245,9 @@ def _decayed_sum(
     inclusive: bool,
 ) -> torch.Tensor:
     """Σ over allowed keys i of η^(pos_t − pos_i) x_i for each of the last T positions: (B, Hx, T, D)."""
-    keep = _scan_keep(allowed, key_positions, query_len) if query_len > 1 else None
-    if keep is not None:
-        kept = x * keep[:, None, :, None].to(x.dtype)
+    exact, keep = _scan_plan(allowed, key_positions, query_len) if query_len > 1 else (False, None)
+    if exact:
+        kept = x if keep is None else x * keep[:, None, :, None].to(x.dtype)
         return decaying_cumsum(kept, eta, inclusive)[..., -query_len:, :]
     key_len = key_positions.shape[-1]
     if allowed is None:
@@ -256,13 +297,16 @@ class _ForwardContext:
     history: _History | None
     new_positions: torch.Tensor | None = None
     new_outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    key_positions: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def cached_positions(self, query_positions: torch.Tensor, count: int) -> torch.Tensor:
         """Positions of the last `count` cached tokens (a sliding layer keeps only its window)."""
         if self.history is None:
             return _preceding_positions(query_positions, count)
         if count > self.past_length:
-            raise RuntimeError(f"momentum: a layer received {count} cached keys of {self.past_length}")
+            raise RuntimeError(
+                f"momentum: a layer received {count} cached keys of {self.past_length}"
+            )
         return self.history.positions[:, self.past_length - count :]
 
     def cached_outputs(self, layer: int, count: int) -> torch.Tensor:
@@ -303,16 +347,24 @@ class AttentionCapture:
         """x[b, positions[b]] for x of shape (B, T, ...)."""
         positions = self.positions.to(x.device)
         if positions.shape[0] != x.shape[0]:
-            raise HfIclError(f"capture positions have {positions.shape[0]} rows, the batch has {x.shape[0]}")
+            raise HfIclError(
+                f"capture positions have {positions.shape[0]} rows, the batch has {x.shape[0]}"
+            )
         if int(positions.max()) >= x.shape[1] or int(positions.min()) < 0:
-            raise HfIclError(f"capture positions must lie in [0, {x.shape[1]}), got {positions.tolist()}")
+            raise HfIclError(
+                f"capture positions must lie in [0, {x.shape[1]}), got {positions.tolist()}"
+            )
         batch = torch.arange(x.shape[0], device=x.device).view(-1, *[1] * (positions.dim() - 1))
         return x[batch, positions]
 
-    def record_output(self, layer: int, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def record_output(
+        self, layer: int, module: nn.Module, args: tuple, output: torch.Tensor
+    ) -> None:
         self.outputs[layer] = self._rows(output).detach().float().cpu()
 
-    def record_scores(self, layer: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
+    def record_scores(
+        self, layer: int, query: torch.Tensor, key: torch.Tensor, scaling: float
+    ) -> None:
         query = self._rows(query.transpose(1, 2))
         key = repeat_kv(key, query.shape[-2] // key.shape[1])
         scores = torch.einsum("b...hd,bhsd->b...hs", query, key) * scaling
@@ -332,7 +384,9 @@ class _State:
 
 def _attention(module: nn.Module, query, key, value, attention_mask, *, base: str, **kwargs):
     """The registered function: the model's own attention, then the features that are on."""
-    output, weights = _base_function(module, base)(module, query, key, value, attention_mask, **kwargs)
+    output, weights = _base_function(module, base)(
+        module, query, key, value, attention_mask, **kwargs
+    )
     state = getattr(module, _STATE, None)
     if state is None:
         return output, weights
@@ -354,36 +408,51 @@ def _base_function(module: nn.Module, base: str):
 
 def _layer_momentum(module, state: _State, output, value, attention_mask, kwargs) -> torch.Tensor:
     """Momentum for one layer call, with key positions and past outputs from the cache's history."""
-    context, config = state.forward, state.momentum
+    context, config, layer = state.forward, state.momentum, module.layer_idx
     cached = value.shape[2] - output.shape[1]
-    query_positions = kwargs.get("position_ids")
-    if query_positions is None:
-        start = context.past_length if context is not None else cached
-        query_positions = torch.arange(start, start + output.shape[1], device=value.device)[None]
-    if context is None:
-        cached_positions = _preceding_positions(query_positions, cached)
-    else:
-        cached_positions = context.cached_positions(query_positions, cached)
-        if context.new_positions is None:
-            context.new_positions = query_positions
+    positions = kwargs.get("position_ids")
+    key_positions = _key_positions(context, positions, output.shape[1], cached, value.device)
     past_outputs = None
     if config.variant == "recursive" and cached:
         if context is None:
             raise RuntimeError("recursive momentum with a KV cache needs the decoder hooks")
-        past_outputs = context.cached_outputs(module.layer_idx, cached)
+        past_outputs = context.cached_outputs(layer, cached)
     is_causal = kwargs.get("is_causal")
     result = momentum_output(
         output,
         value,
         attention_mask,
-        _cat_rows(cached_positions, query_positions, dim=-1),
+        key_positions,
         config,
         is_causal=getattr(module, "is_causal", True) if is_causal is None else is_causal,
         past_outputs=past_outputs,
     )
     if config.variant == "recursive" and context is not None:
-        context.new_outputs[module.layer_idx] = output.transpose(1, 2)
+        context.new_outputs[layer] = output.transpose(1, 2)
     return result
+
+
+def _key_positions(
+    context: _ForwardContext | None,
+    query_positions: torch.Tensor | None,
+    query_len: int,
+    cached: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Positions of every key a layer receives: its `cached` tokens, then the current ones."""
+    if context is not None and cached in context.key_positions:
+        return context.key_positions[cached]
+    if query_positions is None:  # the models read here pass them; keep the model's default
+        start = context.past_length if context is not None else cached
+        query_positions = torch.arange(start, start + query_len, device=device)[None]
+    if context is None:
+        return _cat_rows(_preceding_positions(query_positions, cached), query_positions, dim=-1)
+    if context.new_positions is None:
+        context.new_positions = query_positions
+    positions = _cat_rows(context.cached_positions(query_positions, cached), query_positions, -1)
+    # Every layer of one forward gets the same position ids; sliding layers fewer cached keys.
+    context.key_positions[cached] = positions
+    return positions
 
 
 def _implementation_name(base: str) -> str:
@@ -401,7 +470,11 @@ def _implementation_name(base: str) -> str:
 
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(getattr(m, "layer_idx", None), int) and hasattr(m, "o_proj")]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "layer_idx", None), int) and hasattr(m, "o_proj")
+    ]
 
 
 def _argument(module: nn.Module, args: tuple, kwargs: dict, name: str):
@@ -486,7 +559,7 @@ def disable_momentum(model: PreTrainedModel) -> None:
 
 
 def restore_from_config(model: PreTrainedModel) -> MomentumConfig | None:
-    """Re-enable the momentum a saved config records (``from_pretrained`` does not run hooks)."""
+    """Re-enable the momentum a loaded model's config records; loading alone leaves it off."""
     saved = getattr(model.config, CONFIG_KEY, None)
     return enable_momentum(model, **saved) if saved else None
 
@@ -498,13 +571,17 @@ def capture_attention(
     """Record o_proj outputs and raw scores at `positions` ((B,) or (B, P) indices into the input)."""
     positions = torch.as_tensor(positions, dtype=torch.long)
     if positions.dim() not in (1, 2) or positions.numel() == 0:
-        raise HfIclError(f"capture positions must be (batch,) or (batch, n) indices, got shape {tuple(positions.shape)}")
+        raise HfIclError(
+            f"capture positions must be (batch,) or (batch, n) indices, got shape {tuple(positions.shape)}"
+        )
     state = _install(model)
     if state.capture is not None:
         raise HfIclError("capture_attention is already active on this model")
     capture = AttentionCapture(positions)
     handles = [
-        module.o_proj.register_forward_hook(functools.partial(capture.record_output, module.layer_idx))
+        module.o_proj.register_forward_hook(
+            functools.partial(capture.record_output, module.layer_idx)
+        )
         for module in _attention_modules(model)
     ]
     state.capture = capture

@@ -7,6 +7,9 @@ the results folder when it finishes, so a rerun skips it.
 from __future__ import annotations
 
 import gc
+import json
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +19,13 @@ from tqdm.auto import tqdm
 from hf_icl.config import from_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
+from hf_icl.jobs.baselines import (
+    BaselineRun,
+    append_units,
+    baseline_rows,
+    plan_baselines,
+    tune_baseline,
+)
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.models import load_model
 from hf_icl.render import RenderOptions, TextRenderer
@@ -96,9 +106,9 @@ def _gold(episode: Episode, y) -> Any:
     return float(y) if episode.is_regression else int(y)
 
 
-def _base_row(unit: Unit, key: str, model: str, task: TaskRun, episode: Episode) -> dict:
-    row = {"unit": key, "model": model, "task": task.name, "seed": unit.seed,
-           "order": unit.order}
+def _base_row(seed: int, order: int, key: str, model: str, task: TaskRun,
+              episode: Episode) -> dict:
+    row = {"unit": key, "model": model, "task": task.name, "seed": seed, "order": order}
     if episode.is_regression:
         row["scale"] = float(episode.meta.get("error_scale", 1.0))
     return row
@@ -132,6 +142,19 @@ def score_unit_sequential(model, renderer: TextRenderer, config: EvaluateConfig,
              "scores": [round(float(v), 6) for v in scores[k]]} for k in config.shots]
 
 
+def merge_parts(folder: RunFolder) -> None:
+    """Fold the per-process logs of a sharded run into samples.jsonl (complete lines only)."""
+    parts = sorted(folder.path.glob("samples.part-*.jsonl"))
+    if not parts:
+        return
+    rows = folder.read_jsonl("samples.jsonl")
+    for part in parts:
+        rows += folder.read_jsonl(part.name)
+    folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    for part in parts:
+        part.unlink()
+
+
 def _done_units(folder: RunFolder, expected: dict[str, int]) -> set[str]:
     """Units whose every sample is in samples.jsonl (a torn unit is redone)."""
     counts: dict[str, int] = {}
@@ -141,12 +164,26 @@ def _done_units(folder: RunFolder, expected: dict[str, int]) -> set[str]:
 
 
 def _drop_partial(folder: RunFolder, done: set[str]) -> None:
+    """Keep only finished units, so appends after a crash start from a clean log."""
     rows = folder.read_jsonl("samples.jsonl")
     kept = [r for r in rows if r["unit"] in done]
-    if len(kept) != len(rows) or folder.file("samples.jsonl").exists():
-        folder.file("samples.jsonl").unlink(missing_ok=True)
-        if kept:
-            folder.append_jsonl("samples.jsonl", kept)
+    folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+@dataclass
+class Shard:
+    """This process's share of a (possibly multi-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] = lambda: None
+
+    @property
+    def log(self) -> str:
+        return "samples.jsonl" if self.world == 1 else f"samples.part-{self.rank}.jsonl"
+
+    def mine(self, items: list) -> list:
+        return items[self.rank::self.world]
 
 
 def rows_per_unit(config: EvaluateConfig) -> int:
@@ -154,13 +191,9 @@ def rows_per_unit(config: EvaluateConfig) -> int:
     return per_shot * len(config.shots)
 
 
-def run_units(config: EvaluateConfig, tasks: list[TaskRun], folder: RunFolder,
-              units: list[Unit], progress: bool = True) -> None:
-    """Score every given unit not yet in samples.jsonl, appending each as it finishes."""
-    per_unit = rows_per_unit(config)
-    done = _done_units(folder, {u.key(config, tasks): per_unit for u in units})
-    _drop_partial(folder, done)
-    todo = [u for u in units if u.key(config, tasks) not in done]
+def run_model_units(config: EvaluateConfig, tasks: list[TaskRun], folder: RunFolder,
+                    todo: list[Unit], log: str, progress: bool = True) -> None:
+    """Score every given unit, appending each one's samples as it finishes."""
     bar = tqdm(total=len(todo), desc="units", disable=not progress or not todo, unit="unit")
     for m, spec in enumerate(config.models):
         mine = [u for u in todo if u.model == m]
@@ -173,13 +206,49 @@ def run_units(config: EvaluateConfig, tasks: list[TaskRun], folder: RunFolder,
             bar.set_postfix_str(f"{spec.label} · {task.name} · seed {unit.seed}")
             renderer = TextRenderer(tokenizer, task.render)
             episode = draw_episode(config, task, unit.seed, unit.order)
-            base = _base_row(unit, unit.key(config, tasks), spec.label, task, episode)
+            base = _base_row(unit.seed, unit.order, unit.key(config, tasks), spec.label, task, episode)
             score = score_unit_sequential if config.protocol == "sequential" else score_unit_queries
-            folder.append_jsonl("samples.jsonl", score(model, renderer, config, task, episode, base))
+            folder.append_jsonl(log, score(model, renderer, config, task, episode, base))
             bar.update()
         del model
         gc.collect()
     bar.close()
+
+
+def baseline_unit_keys(config: EvaluateConfig, tasks: list[TaskRun],
+                       runs: list[BaselineRun]) -> list[list[str]]:
+    pairs = [(s, o) for s in range(config.num_seeds) for o in range(config.demo_orders)]
+    return [[f"{run.label}|{tasks[run.task].name}|{s}|{o}" for s, o in pairs] for run in runs]
+
+
+def run_baseline_units(config: EvaluateConfig, tasks: list[TaskRun], folder: RunFolder,
+                       runs: list[BaselineRun], keys: list[list[str]], done: set[str],
+                       log: str) -> None:
+    pairs = [(s, o) for s in range(config.num_seeds) for o in range(config.demo_orders)]
+    with single_thread():
+        for run, run_keys in zip(runs, keys):
+            todo = [i for i, key in enumerate(run_keys) if key not in done]
+            if not todo:
+                continue
+            task = tasks[run.task]
+            tune_baseline(config, run, task.sampler)
+            episodes = [draw_episode(config, task, *pairs[i]) for i in todo]
+            bases = [_base_row(pairs[i][0], pairs[i][1], run_keys[i], run.label, task, ep)
+                     for i, ep in zip(todo, episodes)]
+            append_units(folder, log, baseline_rows(config, run, episodes, bases))
+
+
+@contextmanager
+def single_thread():
+    """Small per-episode learners run far faster on one thread than contending for two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_models(config: EvaluateConfig) -> None:
@@ -188,13 +257,35 @@ def resolve_models(config: EvaluateConfig) -> None:
         raise HfIclError(f"models: duplicate model label in {labels}; set 'name' to tell them apart")
 
 
-def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True) -> dict:
-    """Run (or resume) an evaluation into ``folder``; return the results dict."""
+def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
+             shard: Shard | None = None) -> dict | None:
+    """Run (or resume) an evaluation into ``folder``; the main process returns the results.
+
+    With several processes each scores every world-th unit into its own log; the main process
+    runs the baselines, merges the logs and writes the reports, so files equal a 1-process run.
+    """
     from hf_icl.report import write_reports
 
+    shard = shard or Shard()
     resolve_models(config)
     tasks = prepare_tasks(config)
     units = units_of(config, tasks)
-    run_units(config, tasks, folder, units, progress)
-    return write_reports(config, tasks, folder, [u.key(config, tasks) for u in units])
-
+    runs = plan_baselines(config, tasks, [draw_episode(config, t, 0, 0) for t in tasks])
+    model_keys = [u.key(config, tasks) for u in units]
+    base_keys = baseline_unit_keys(config, tasks, runs)
+    all_keys = model_keys + [k for ks in base_keys for k in ks]
+    if shard.rank == 0:
+        merge_parts(folder)
+        _drop_partial(folder, _done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config))))
+    shard.barrier()
+    done = _done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config)))
+    todo = [u for u, k in zip(units, model_keys) if k not in done]
+    run_model_units(config, tasks, folder, shard.mine(todo), shard.log,
+                    progress and shard.rank == 0)
+    if shard.rank == 0:
+        run_baseline_units(config, tasks, folder, runs, base_keys, done, shard.log)
+    shard.barrier()
+    if shard.rank != 0:
+        return None
+    merge_parts(folder)
+    return write_reports(config, tasks, folder, all_keys)

@@ -4,7 +4,7 @@ bootstrap confidence interval over (seed, query) samples."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ REGRESSION_METRICS = ["nse"]
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "nse": False}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str, where: str = "metrics"):
     import evaluate
 

@@ -1,0 +1,125 @@
+"""Baselines inside an evaluation: the same episodes, demonstrations and queries the models saw,
+appended to the same samples so they share tables and plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hf_icl.baselines import Baseline, Predictions, make_baseline
+from hf_icl.baselines.base import _is_numeric
+from hf_icl.episode import Episode
+from hf_icl.errors import HfIclError
+from hf_icl.jobs.evaluate_config import EvaluateConfig
+from hf_icl.results import RunFolder
+
+TUNE_EPISODES = 32
+
+
+@dataclass
+class BaselineRun:
+    baseline: Baseline
+    task: int  # index into the prepared tasks
+
+    @property
+    def label(self) -> str:
+        return f"baseline:{self.baseline.label}"
+
+
+def _split_spec(spec: Any, index: int) -> tuple[str, dict]:
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, dict) and "name" in spec:
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    raise HfIclError(f"baselines.{index}: expected a name or {{name: ..., <param>: ...}}, got {spec!r}")
+
+
+def applies(baseline: Baseline, episode: Episode) -> bool:
+    kind = "regression" if episode.is_regression else "classification"
+    if baseline.task_kind not in (kind, "any"):
+        return False
+    return _is_numeric(episode.demo_x) or not baseline.reads_x
+
+
+def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode]) -> list[BaselineRun]:
+    """Every (baseline, task) pair that applies; a baseline that applies to no task is an error."""
+    runs = []
+    for i, spec in enumerate(config.baselines):
+        name, params = _split_spec(spec, i)
+        matched = False
+        for t, episode in enumerate(example_episodes):
+            baseline = make_baseline(name, **params)
+            if applies(baseline, episode):
+                runs.append(BaselineRun(baseline, t))
+                matched = True
+        if not matched:
+            kinds = sorted({"text" if not _is_numeric(e.demo_x) else
+                            ("regression" if e.is_regression else "classification")
+                            for e in example_episodes})
+            raise HfIclError(f"baselines.{i}: baseline {name!r} ({make_baseline(name, **params).task_kind}) "
+                             f"applies to none of the tasks ({', '.join(kinds)})")
+    labels = [(r.label, r.task) for r in runs]
+    if len(set(labels)) != len(labels):
+        raise HfIclError("baselines: the same baseline is listed twice for one task; "
+                         "give different params")
+    return runs
+
+
+def _scores(p: Predictions, q: int) -> list[float] | None:
+    if p.probs is None:
+        return None
+    return [round(float(v), 6) for v in np.log(np.clip(p.probs[q], 1e-300, None))]
+
+
+def _pred(p: Predictions, q: int) -> Any:
+    value = p.pred[q]
+    return float(value) if np.issubdtype(np.asarray(value).dtype, np.floating) else int(value)
+
+
+def _position_episode(ep: Episode, k: int) -> Episode:
+    """Sequential protocol: the first k examples are the demos, example k is the query."""
+    return Episode(task=ep.task, family=ep.family, task_id=ep.task_id,
+                   demo_x=ep.demo_x[:k], demo_y=ep.demo_y[:k],
+                   query_x=ep.demo_x[k:k + 1], query_y=ep.demo_y[k:k + 1],
+                   num_classes=ep.num_classes, label_words=ep.label_words, meta=ep.meta)
+
+
+def baseline_rows(config: EvaluateConfig, run: BaselineRun, episodes: list[Episode],
+                  bases: list[dict]) -> list[list[dict]]:
+    """Rows per unit (one unit per episode), in the same layout as model rows."""
+    rows: list[list[dict]] = [[] for _ in episodes]
+    for k in config.shots:
+        if config.protocol == "sequential":
+            preds = run.baseline.predict([_position_episode(ep, k) for ep in episodes], k)
+            for u, (ep, p) in enumerate(zip(episodes, preds)):
+                gold = float(ep.demo_y[k]) if ep.is_regression else int(ep.demo_y[k])
+                rows[u].append({**bases[u], "shots": k, "query": k, "pred": _pred(p, 0),
+                                "gold": gold, "scores": _scores(p, 0)})
+            continue
+        preds = run.baseline.predict(episodes, k)
+        for u, (ep, p) in enumerate(zip(episodes, preds)):
+            for q in range(ep.num_queries):
+                gold = float(ep.query_y[q]) if ep.is_regression else int(ep.query_y[q])
+                rows[u].append({**bases[u], "shots": k, "query": q,
+                                "query_id": ep.query_ids[q] if ep.query_ids else q,
+                                "demo_ids": ep.demo_ids[:k], "pred": _pred(p, q), "gold": gold,
+                                "scores": _scores(p, q)})
+    return rows
+
+
+def tune_baseline(config: EvaluateConfig, run: BaselineRun, sampler) -> None:
+    """Hyperparameters come from meta-train episodes, never from the test queries."""
+    if type(run.baseline).tune is Baseline.tune:
+        return
+    max_shots = max(config.shots)
+    episodes = sampler.episodes(0, TUNE_EPISODES, max_shots + (1 if config.protocol == "sequential" else 0),
+                                max(1, config.num_queries if config.protocol == "queries" else 1),
+                                "train")
+    run.baseline.tune(episodes)
+
+
+def append_units(folder: RunFolder, log: str, rows: list[list[dict]]) -> None:
+    for unit_rows in rows:
+        folder.append_jsonl(log, unit_rows)
