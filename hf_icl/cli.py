@@ -9,8 +9,6 @@ from pathlib import Path
 
 from hf_icl.errors import HfIclError, unknown_name
 
-JOBS = ("evaluate",)
-
 
 def _add_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config (YAML path or built-in name)")
@@ -20,6 +18,8 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a results folder that holds a different config")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="train: push the model/adapter")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--push-to-hub", metavar="REPO_ID")
     b.add_argument("--private", action="store_true")
+    from hf_icl.jobs.registry import JOBS
+
     for job in JOBS:
-        _add_job_args(sub.add_parser(job, help=f"run an {job} config"))
+        _add_job_args(sub.add_parser(job, help=f"run a {job} config"))
     _add_job_args(sub.add_parser("run", help="run a config, dispatching on its `job:` field"))
     return parser
 
@@ -63,6 +65,8 @@ def cmd_models() -> None:
 
 def cmd_job(args: argparse.Namespace) -> None:
     from hf_icl.config import apply_overrides, read_yaml
+    from hf_icl.jobs.registry import JOBS, JobOptions
+    from hf_icl.jobs.runner import run_job
 
     path = find_config(args.config)
     data = apply_overrides(read_yaml(path), args.set)
@@ -73,9 +77,11 @@ def cmd_job(args: argparse.Namespace) -> None:
         raise HfIclError(f"{path}: job is {data['job']!r}; run it with `hf-icl {data['job']}` "
                          "or `hf-icl run`")
     data["job"] = job
-    from hf_icl.jobs.runner import run_job
-
-    run_job(job, data, path, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if args.push_to_hub and job != "train":
+        raise HfIclError(f"--push-to-hub applies to train jobs; {path} is a {job} job")
+    run_job(job, data, path, out=args.out, overwrite=args.overwrite,
+            options=JobOptions(progress=not args.quiet, push_to_hub=args.push_to_hub,
+                               private=args.private))
 
 
 def main(argv: list[str] | None = None) -> int:

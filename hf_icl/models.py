@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -46,11 +46,19 @@ class ModelSpec:
     revision: str | None = option(None, help="Hub revision")
     init: Literal["pretrained", "random"] = option(
         "pretrained", help="'random': same architecture, randomly initialised (untrained control)")
+    momentum: dict[str, Any] | None = option(
+        None, help="momentum attention: {eta: 0.1, layers: all, include_current: false, "
+        "variant: additive}")
     name: str | None = option(None, help="display name in reports (default: spec)")
 
     @property
     def label(self) -> str:
-        return self.name or (self.spec if self.init == "pretrained" else f"{self.spec} (untrained)")
+        if self.name:
+            return self.name
+        label = self.spec if self.init == "pretrained" else f"{self.spec} (untrained)"
+        if self.momentum:
+            label += f" η={self.momentum.get('eta')}"
+        return label
 
 
 def cache_dir() -> Path:
@@ -254,28 +262,34 @@ def load_model(spec: ModelSpec | str):
 
         model = PeftModel.from_pretrained(model, spec.adapter, revision=spec.revision)
     _restore_attention_features(model)
+    if spec.momentum:
+        _enable_momentum(model, spec.momentum)
     model.eval()
     return model, tokenizer
 
 
+def _enable_momentum(model, settings: dict[str, Any]) -> None:
+    from hf_icl.attention import MomentumConfig, enable_momentum
+    from hf_icl.config import from_dict, to_dict
+
+    config = from_dict(MomentumConfig, settings, source="model spec", prefix="momentum")
+    enable_momentum(model, **to_dict(config))
+
+
 def _restore_attention_features(model: torch.nn.Module) -> None:
     """Re-enable hf_icl attention features (momentum) recorded in a saved model's config."""
-    try:
-        from hf_icl import attention
-    except ImportError:
-        return
-    restore = getattr(attention, "restore_from_config", None)
-    if restore is not None:
-        restore(model)
+    from hf_icl.attention import restore_from_config
+
+    restore_from_config(model)
 
 
-_CACHE: dict[tuple, tuple] = {}
+_CACHE: dict[str, tuple] = {}
 
 
 def load_model_cached(spec: ModelSpec | str):
     """Per-process cache for read-only use (tests, repeated jobs): loading takes 1–30 s."""
     spec = ModelSpec(spec=spec) if isinstance(spec, str) else spec
-    key = tuple(sorted(vars(spec).items()))
+    key = repr(sorted(vars(spec).items()))
     if key not in _CACHE:
         _CACHE[key] = load_model(spec)
     return _CACHE[key]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from hf_icl.jobs.baselines import (
     tune_baseline,
 )
 from hf_icl.jobs.evaluate_config import EvaluateConfig
+from hf_icl.jobs.registry import JobOptions, Shard
 from hf_icl.models import load_model
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.results import RunFolder
@@ -170,22 +170,6 @@ def _drop_partial(folder: RunFolder, done: set[str]) -> None:
     folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
-@dataclass
-class Shard:
-    """This process's share of a (possibly multi-process) run."""
-
-    rank: int = 0
-    world: int = 1
-    barrier: Callable[[], None] = lambda: None
-
-    @property
-    def log(self) -> str:
-        return "samples.jsonl" if self.world == 1 else f"samples.part-{self.rank}.jsonl"
-
-    def mine(self, items: list) -> list:
-        return items[self.rank::self.world]
-
-
 def rows_per_unit(config: EvaluateConfig) -> int:
     per_shot = 1 if config.protocol == "sequential" else config.num_queries
     return per_shot * len(config.shots)
@@ -289,3 +273,22 @@ def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
         return None
     merge_parts(folder)
     return write_reports(config, tasks, folder, all_keys)
+
+
+Config = EvaluateConfig
+
+
+def run(config: EvaluateConfig, folder: RunFolder, options: JobOptions) -> dict | None:
+    return evaluate(config, folder, options.progress, options.shard)
+
+
+def summary(results: dict) -> str:
+    """Console summary: one learning curve per model × task."""
+    lines = []
+    rows = [s for s in results["summary"] if s["metric"] in ("accuracy", "nse")]
+    for key in dict.fromkeys((s["model"], s["task"], s["metric"]) for s in rows):
+        items = sorted((s for s in rows if (s["model"], s["task"], s["metric"]) == key),
+                       key=lambda s: s["shots"])
+        curve = "  ".join(f"{s['shots']}:{s['mean']:.3f}" for s in items)
+        lines.append(f"{key[0]:<22} {key[1]:<22} {key[2]:<9} {curve}")
+    return "\n".join(lines)

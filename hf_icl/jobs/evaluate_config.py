@@ -31,11 +31,17 @@ class EvaluateConfig:
     batch_size: int = option(8, help="sequences per forward (sequential protocol)")
     bootstrap: int = option(1000, help="bootstrap resamples for confidence intervals")
     seed: int = option(0, help="seed for demo orders and bootstrap")
+    momentum: dict[str, Any] | None = option(
+        None, help="momentum attention for every model without its own, e.g. {eta: 0.1}")
     title: str = option("", help="report title")
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("models: list at least one model, e.g. [smollm2-135m]")
+        if self.momentum:
+            for model in self.models:
+                if model.momentum is None:
+                    model.momentum = dict(self.momentum)
         if not self.tasks:
             raise ValueError("tasks: list at least one task, e.g. [sentiment]")
         if not self.shots or any(k < 0 for k in self.shots):
