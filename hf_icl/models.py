@@ -220,7 +220,7 @@ def _build_model(source: str, spec: ModelSpec, vocab_size: int):
     if spec.spec.startswith("tiny-random-"):
         config = tiny_config(spec.spec.removeprefix("tiny-random-"), vocab_size)
         config._attn_implementation = attn
-        torch.manual_seed(0)
+        torch.manual_seed(0 if spec.init == "pretrained" else 1)  # "random": a different draw
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     if spec.init == "random":

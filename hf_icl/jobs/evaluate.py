@@ -155,7 +155,7 @@ def merge_parts(folder: RunFolder) -> None:
         part.unlink()
 
 
-def _done_units(folder: RunFolder, expected: dict[str, int]) -> set[str]:
+def done_units(folder: RunFolder, expected: dict[str, int]) -> set[str]:
     """Units whose every sample is in samples.jsonl (a torn unit is redone)."""
     counts: dict[str, int] = {}
     for row in folder.read_jsonl("samples.jsonl"):
@@ -163,7 +163,7 @@ def _done_units(folder: RunFolder, expected: dict[str, int]) -> set[str]:
     return {u for u, n in counts.items() if expected.get(u) == n}
 
 
-def _drop_partial(folder: RunFolder, done: set[str]) -> None:
+def drop_partial(folder: RunFolder, done: set[str]) -> None:
     """Keep only finished units, so appends after a crash start from a clean log."""
     rows = folder.read_jsonl("samples.jsonl")
     kept = [r for r in rows if r["unit"] in done]
@@ -260,9 +260,9 @@ def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
     all_keys = model_keys + [k for ks in base_keys for k in ks]
     if shard.rank == 0:
         merge_parts(folder)
-        _drop_partial(folder, _done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config))))
+        drop_partial(folder, done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config))))
     shard.barrier()
-    done = _done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config)))
+    done = done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config)))
     todo = [u for u, k in zip(units, model_keys) if k not in done]
     run_model_units(config, tasks, folder, shard.mine(todo), shard.log,
                     progress and shard.rank == 0)

@@ -46,6 +46,14 @@ class EvaluateConfig:
             raise ValueError("tasks: list at least one task, e.g. [sentiment]")
         if not self.shots or any(k < 0 for k in self.shots):
             raise ValueError(f"shots: expected a non-empty list of integers ≥ 0, got {self.shots}")
+        from hf_icl.metrics import PREDICTION_METRICS
+
+        bad = [m for m in self.metrics if m not in PREDICTION_METRICS]
+        if bad:
+            from hf_icl.errors import did_you_mean
+
+            raise ValueError(f"metrics: unknown metric {bad[0]!r}{did_you_mean(bad[0], PREDICTION_METRICS)}; "
+                             f"allowed: {', '.join(PREDICTION_METRICS)}")
         for name in ("num_seeds", "num_queries", "demo_orders", "pack_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")

@@ -13,9 +13,12 @@ from hf_icl.registry import Registry
 
 METRICS: Registry[Path] = Registry("metric")
 _HERE = Path(__file__).resolve().parent
-for _name, _folder in {"accuracy": "accuracy", "macro_f1": "macro_f1", "nse": "nse"}.items():
+for _name, _folder in {"accuracy": "accuracy", "macro_f1": "macro_f1", "nse": "nse",
+                        "rec2ftp": "rec2ftp", "simaou": "simaou", "simam": "simam",
+                        "kendall_tau": "kendall_tau"}.items():
     METRICS.register(_name)(_HERE / _folder / f"{_folder}.py")
 
+PREDICTION_METRICS = ["accuracy", "macro_f1", "nse"]  # computed from (pred, gold) samples
 CLASSIFICATION_METRICS = ["accuracy", "macro_f1"]
 REGRESSION_METRICS = ["nse"]
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "nse": False}

@@ -1,0 +1,217 @@
+"""`hf-icl compare`: in-context learning against fine-tuning on the same demonstrations.
+
+Dai et al.'s protocol on every model × task × seed × demo order (a unit, resumable like
+evaluate's): the test queries are scored zero-shot (ZS), after the first k demonstrations
+(ICL), and zero-shot by the model fine-tuned on exactly those k demonstrations by each arm
+(FT), whose base weights are restored before the next arm. Attention captures at the scored
+position give per-query SimAOU, SimAM and Kendall τ, stored with the predictions; Rec2FTP is
+computed over all queries when reporting. `controls: [untrained]` reruns everything on each
+model's architecture with random weights (Deutch et al.).
+"""
+
+from __future__ import annotations
+
+import gc
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from hf_icl.analysis import Captured, capture_queries, record_kv_gradients, similarities
+from hf_icl.episode import Episode
+from hf_icl.errors import HfIclError
+from hf_icl.finetune import FtArm, HeldOut, choose_lr, make_arm, training_demos
+from hf_icl.jobs.compare_config import CompareConfig
+from hf_icl.jobs.compare_report import write_reports
+from hf_icl.jobs.evaluate import (
+    TaskRun,
+    done_units,
+    draw_episode,
+    drop_partial,
+    merge_parts,
+    prepare_tasks,
+    resolve_models,
+)
+from hf_icl.jobs.registry import JobOptions, Shard
+from hf_icl.models import load_model
+from hf_icl.render import RenderedEpisode, TextRenderer
+from hf_icl.results import RunFolder
+from hf_icl.samplers import rng_for
+from hf_icl.scoring import score_queries
+
+Config = CompareConfig
+
+
+@dataclass(frozen=True)
+class Unit:
+    model: int  # index into config.all_models()
+    task: int
+    seed: int
+    order: int
+
+
+@dataclass
+class ModelRun:
+    """One loaded model with its arms and the learning rates chosen for it so far."""
+
+    config: CompareConfig
+    label: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    arms: list[FtArm]
+    lrs: dict[tuple[str, str, int], float] = field(default_factory=dict)
+
+    def score(self, task: TaskRun, rendered: RenderedEpisode, shots: list[int]) -> dict[int, np.ndarray]:
+        return score_queries(self.model, rendered, shots, pack_tokens=self.config.pack_tokens,
+                             length_normalise=task.render.length_normalise,
+                             calibrate=task.render.calibrate, where=f"task {task.name!r}")
+
+    def capture(self, rendered: RenderedEpisode, shots: int,
+                demo_positions: list[int] | None = None) -> Captured:
+        queries = rendered.query_ids if shots else rendered.query_ids_alone
+        return capture_queries(self.model, rendered.prefix_ids[:rendered.boundaries[shots]],
+                               queries, demo_positions=demo_positions,
+                               pack_tokens=self.config.pack_tokens)
+
+    def learning_rate(self, arm: FtArm, task: TaskRun, shots: int) -> float:
+        """The arm's lr, or the sweep's choice on held-out (meta-train split) episodes."""
+        settings = arm.settings
+        if not settings.lr_sweep:
+            return settings.lr
+        key = (task.name, settings.name, shots)
+        if key not in self.lrs:
+            section = self.config.finetune
+            renderer = TextRenderer(self.tokenizer, task.render)
+            held_out = []
+            for i in range(section.sweep_episodes):
+                episode = task.sampler.episode(i, shots, section.sweep_queries, split="train")
+                rendered = renderer.render_episode(episode)
+                held_out.append(HeldOut(training_demos(renderer, episode, rendered, shots),
+                                        rendered, np.asarray(episode.query_y)))
+            self.lrs[key] = choose_lr(arm, settings.lr_sweep, held_out,
+                                      lambda r: self.score(task, r, [0])[0])
+        return self.lrs[key]
+
+
+def unit_key(label: str, task: TaskRun, unit: Unit) -> str:
+    return f"{label}|{task.name}|{unit.seed}|{unit.order}"
+
+
+def rows_per_unit(config: CompareConfig) -> int:
+    return config.num_queries * (1 + len(config.shots) * (1 + len(config.finetune.arms)))
+
+
+def prediction_rows(base: dict, arm: str, shots: int, episode: Episode,
+                    scores: np.ndarray) -> list[dict]:
+    return [{**base, "arm": arm, "shots": shots, "query": q,
+             "query_id": episode.query_ids[q] if episode.query_ids else q,
+             "demo_ids": episode.demo_ids[:shots], "pred": int(np.argmax(scores[q])),
+             "gold": int(episode.query_y[q]), "scores": [round(float(v), 6) for v in scores[q]]}
+            for q in range(episode.num_queries)]
+
+
+def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
+    """Every row of one unit: ZS, then per shot count ICL and each FT arm."""
+    config = run.config
+    renderer = TextRenderer(run.tokenizer, task.render)
+    episode = draw_episode(config, task, unit.seed, unit.order)
+    rendered = renderer.render_episode(episode)
+    base = {"unit": unit_key(run.label, task, unit), "model": run.label, "task": task.name,
+            "seed": unit.seed, "order": unit.order}
+    seed = int(rng_for(config.seed, "baselines", task.name, unit.seed, unit.order).integers(2**31))
+    scores = run.score(task, rendered, [0, *config.shots])
+    zs = run.capture(rendered, 0)
+    rows = prediction_rows(base, "zs", 0, episode, scores[0])
+    for k in config.shots:
+        demos = training_demos(renderer, episode, rendered, k)
+        positions = [d.start + j for d in demos for j in range(len(d.ids) - d.skip)]
+        icl = run.capture(rendered, k, positions)
+        rows += prediction_rows(base, "icl", k, episode, scores[k])
+        for arm in run.arms:
+            lr = run.learning_rate(arm, task, k)
+            with record_kv_gradients(run.model) if arm.dual_form else nullcontext() as tokens, \
+                    arm.fine_tuned(demos, lr, seed=unit.seed):
+                ft_scores = run.score(task, rendered, [0])[0]
+                ft = run.capture(rendered, 0)
+            importance = tokens.importance(ft.inputs, demos) if tokens is not None else None
+            sims = similarities(zs, icl, ft, importance, seed)
+            rows += [{**row, "lr": lr, **sim} for row, sim in
+                     zip(prediction_rows(base, arm.settings.name, k, episode, ft_scores), sims)]
+    return rows
+
+
+def run_units(config: CompareConfig, tasks: list[TaskRun], folder: RunFolder, todo: list[Unit],
+              log: str, progress: bool) -> None:
+    """Compare every given unit, appending each one's rows as it finishes."""
+    models = config.all_models()
+    bar = tqdm(total=len(todo), desc="units", disable=not progress or not todo, unit="unit")
+    for m, spec in enumerate(models):
+        mine = [u for u in todo if u.model == m]
+        if not mine:
+            continue
+        bar.set_postfix_str(f"loading {spec.label}")
+        model, tokenizer = load_model(spec)
+        arms = [make_arm(model, config.finetune.settings(a)) for a in config.finetune.arms]
+        run = ModelRun(config, spec.label, model, tokenizer, arms)
+        for unit in mine:
+            task = tasks[unit.task]
+            bar.set_postfix_str(f"{spec.label} · {task.name} · seed {unit.seed}")
+            folder.append_jsonl(log, compare_unit(run, task, unit))
+            bar.update()
+        del run, model, arms
+        gc.collect()
+    bar.close()
+
+
+def check_tasks(config: CompareConfig, tasks: list[TaskRun]) -> None:
+    for task in tasks:
+        if draw_episode(config, task, 0, 0).is_regression:
+            raise HfIclError(f"task {task.name!r} is a regression task; compare needs "
+                             "classification tasks (accuracy, Rec2FTP)")
+
+
+def compare(config: CompareConfig, folder: RunFolder, progress: bool = True,
+            shard: Shard | None = None) -> dict | None:
+    """Run (or resume) a comparison into ``folder``; the main process returns the results."""
+    shard = shard or Shard()
+    resolve_models(config)
+    tasks = prepare_tasks(config)
+    check_tasks(config, tasks)
+    labels = [m.label for m in config.all_models()]
+    units = [Unit(m, t, s, o) for m in range(len(labels)) for t in range(len(tasks))
+             for s in range(config.num_seeds) for o in range(config.demo_orders)]
+    keys = [unit_key(labels[u.model], tasks[u.task], u) for u in units]
+    expected = dict.fromkeys(keys, rows_per_unit(config))
+    if shard.rank == 0:
+        merge_parts(folder)
+        drop_partial(folder, done_units(folder, expected))
+    shard.barrier()
+    done = done_units(folder, expected)
+    todo = [u for u, k in zip(units, keys) if k not in done]
+    run_units(config, tasks, folder, shard.mine(todo), shard.log, progress and shard.rank == 0)
+    shard.barrier()
+    if shard.rank != 0:
+        return None
+    merge_parts(folder)
+    return write_reports(config, tasks, folder, keys)
+
+
+def run(config: CompareConfig, folder: RunFolder, options: JobOptions) -> dict | None:
+    return compare(config, folder, options.progress, options.shard)
+
+
+def summary(results: dict) -> str:
+    """Console summary: one line per model × task × shots × arm."""
+    lines = []
+    for s in results["summary"]:
+        lines.append(f"{s['model']:<28} {s['task']:<18} k={s['shots']:<3} {s['arm']:<13} "
+                     f"ZS {s['zs']:.3f}  ICL {s['icl']:.3f}  FT {s['ft']:.3f}  "
+                     f"Rec2FTP {_fmt(s['rec2ftp'], '.1f')}  SimAOU {_fmt(s['simaou'])}  "
+                     f"SimAM {_fmt(s['simam'])}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
