@@ -439,7 +439,7 @@ def test_every_shipped_numeric_task_yields_episodes():
             "decision_tree_regression"} <= set(numeric)
     for name in numeric:
         task, sampler = load_task(name)
-        assert task.description and task.citation and task.render == {"renderer": "text"}
+        assert task.description and task.citation and task.render["renderer"] == "text"
         for split in ("train", "test"):
             ep = sampler.episode(2, 4, 3, split)
             assert ep.demo_x.shape[0] == 4 and ep.query_x.shape[0] == 3
