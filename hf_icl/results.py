@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import warnings
@@ -80,6 +81,8 @@ class RunFolder:
         elif overwrite:
             for name in ("samples.jsonl", "metrics.jsonl", "results.json", "report.md"):
                 self.file(name).unlink(missing_ok=True)
+            for name in ("checkpoints", "model", "runs"):  # a train run would resume from these
+                shutil.rmtree(self.file(name), ignore_errors=True)
         atomic_write(config_file, text)
 
     @contextmanager

@@ -16,6 +16,7 @@ from hf_icl.registry import Registry
 JOBS: Registry[str] = Registry("job")
 JOBS.register("evaluate")("hf_icl.jobs.evaluate")
 JOBS.register("compare")("hf_icl.jobs.compare")
+JOBS.register("train")("hf_icl.jobs.train")
 
 
 @dataclass

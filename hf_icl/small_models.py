@@ -1,0 +1,124 @@
+"""Small from-scratch transformers for synthetic ICL studies, used with the embedding renderer.
+
+- ``llama``: a Llama-style decoder (default 4 layers, hidden 128, 4 heads), built with
+  transformers' own classes so it saves and loads like any HF model.
+- ``looped`` (Yang et al., arXiv 2311.12424): one block of ``layers`` decoder layers applied
+  ``loops`` times with input injection ``z ← f(z + e)`` from ``z = 0``. Training reads the
+  outputs of the last ``loss_loops`` loops (the loss is their average) and runs the earlier
+  loops without gradients; evaluation reads the last loop only.
+
+Their vocabulary is only the label tokens of classification tasks (ids 0..C-1): the embedding
+renderer feeds continuous inputs through its read-in, never through token ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaModel
+
+from hf_icl.config import option
+
+
+@dataclass
+class SmallModelConfig:
+    """The `small_model` section of a train config."""
+
+    architecture: str = option("llama", choices=("llama", "looped"),
+                               help="llama: a stack of layers; looped: one block applied `loops` times")
+    layers: int = option(4, help="decoder layers (looped: layers in the looped block)")
+    hidden: int = option(128, help="hidden size")
+    heads: int = option(4, help="attention heads")
+    intermediate: int | None = option(None, help="MLP width; null: 4 × hidden")
+    vocab_size: int = option(32, help="label tokens available to classification tasks")
+    max_positions: int = option(1024, help="longest sequence (2 positions per example)")
+    loops: int = option(12, help="looped: loops b at training and evaluation")
+    loss_loops: int | None = option(None, help="looped: last T loops in the loss; null: all b")
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "hidden", "heads", "vocab_size", "max_positions", "loops"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden: {self.hidden} is not a multiple of heads ({self.heads})")
+        if self.loss_loops is not None and not 1 <= self.loss_loops <= self.loops:
+            raise ValueError(f"loss_loops: {self.loss_loops} is outside 1..loops ({self.loops})")
+
+
+class LoopedLlamaConfig(LlamaConfig):
+    model_type = "hf_icl_looped_llama"
+
+    def __init__(self, loops: int = 12, loss_loops: int | None = None, **kwargs) -> None:
+        self.loops = loops
+        self.loss_loops = loss_loops or loops
+        super().__init__(**kwargs)
+
+
+@dataclass
+class LoopedOutput(BaseModelOutputWithPast):
+    """``last_hidden_state`` is the last loop's; ``loop_states`` the loops that enter the loss."""
+
+    loop_states: tuple[torch.Tensor, ...] | None = None
+
+
+class LoopedLlamaModel(LlamaModel):
+    config_class = LoopedLlamaConfig
+
+    def forward(self, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, **kwargs) -> LoopedOutput:
+        embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if position_ids is None:
+            position_ids = torch.arange(embeds.shape[1], device=embeds.device)[None]
+        mask = create_causal_mask(config=self.config, inputs_embeds=embeds,
+                                  attention_mask=attention_mask, past_key_values=None,
+                                  position_ids=position_ids)
+        rope = self.rotary_emb(embeds, position_ids=position_ids)
+        loops = self.config.loops
+        read_from = loops - (self.config.loss_loops if self.training else 1)
+        z = torch.zeros_like(embeds)
+        states = []
+        for loop in range(loops):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and loop >= read_from):
+                z = z + embeds
+                for layer in self.layers:
+                    z = layer(z, attention_mask=mask, position_embeddings=rope,
+                              position_ids=position_ids)
+            if loop >= read_from:
+                states.append(self.norm(z))
+        return LoopedOutput(last_hidden_state=states[-1], loop_states=tuple(states))
+
+
+class LoopedLlamaForCausalLM(LlamaForCausalLM):
+    config_class = LoopedLlamaConfig
+
+    def __init__(self, config: LoopedLlamaConfig) -> None:
+        super().__init__(config)
+        self.model = LoopedLlamaModel(config)
+        self.post_init()
+
+
+AutoConfig.register(LoopedLlamaConfig.model_type, LoopedLlamaConfig)
+AutoModelForCausalLM.register(LoopedLlamaConfig, LoopedLlamaForCausalLM)
+
+
+def build_small_model(config: SmallModelConfig, seed: int = 0) -> LlamaForCausalLM:
+    """A randomly initialised small model (seeded, so every process builds the same one)."""
+    common = dict(vocab_size=config.vocab_size, hidden_size=config.hidden,
+                  intermediate_size=config.intermediate or 4 * config.hidden,
+                  num_hidden_layers=config.layers, num_attention_heads=config.heads,
+                  num_key_value_heads=config.heads, max_position_embeddings=config.max_positions,
+                  tie_word_embeddings=False, pad_token_id=None, bos_token_id=None,
+                  eos_token_id=None)
+    torch.manual_seed(seed)
+    if config.architecture == "looped":
+        hf_config = LoopedLlamaConfig(loops=config.loops, loss_loops=config.loss_loops, **common)
+        return LoopedLlamaForCausalLM(hf_config)
+    hf_config = LlamaConfig(**common)
+    hf_config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(hf_config)

@@ -1,0 +1,121 @@
+"""Evaluation while training: learning curves by position on seen and unseen tasks.
+
+Each evaluation draws fixed episodes (the same at every step) from the meta-training tasks
+("seen": split 'train', episode indices far beyond the training stream) and from unseen tasks
+("unseen": split 'test'). An episode is one sequence; position k's prediction uses the k
+examples before it (the sequential protocol), so the curve shows learning within the episode
+and its slope is the within-episode improvement. Metric: accuracy over the label tokens, or,
+for a regression read-out, squared error divided by the task's error scale (Garg's
+normalisation: predicting 0 scores about 1). Processes split the episodes and gather them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from hf_icl.baselines import make_baseline
+from hf_icl.episode import Episode
+from hf_icl.icl_model import LabelBatch
+from hf_icl.jobs.baselines import _position_episode, _split_spec, applies
+from hf_icl.train_setup import TrainTask
+
+SPLIT_NAMES = {"train": "seen", "test": "unseen"}
+
+
+def batch_values(outputs: torch.Tensor, batch: LabelBatch, scales: torch.Tensor) -> torch.Tensor:
+    """(episodes, positions) per-label metric: 1/0 correct, or normalised squared error."""
+    values = torch.zeros(int(batch.rows.max()) + 1, int(batch.examples.max()) + 1)
+    last = outputs[-1].float()
+    if batch.candidates is None:
+        per_label = (last - batch.targets).pow(2) / scales[batch.rows]
+    else:
+        predicted = last[:, batch.candidates].argmax(-1)
+        gold = (batch.targets[:, None] == batch.candidates[None]).float().argmax(-1)
+        per_label = (predicted == gold).float()
+    values[batch.rows.cpu(), batch.examples.cpu()] = per_label.cpu()
+    return values
+
+
+def _my_share(count: int, rank: int, world: int) -> list[int]:
+    """Equal numbers of episodes per process (FSDP needs every process in every forward);
+    past the end, a process repeats the last episode and its result is dropped."""
+    per_process = math.ceil(count / world)
+    return [min(rank + world * j, count - 1) for j in range(per_process)]
+
+
+def curve_values(model, task: TrainTask, episodes: list[Episode], accelerator,
+                 batch_size: int) -> np.ndarray:
+    """(episodes, positions) metric values, computed by all processes together."""
+    from accelerate.utils import gather_object
+
+    mine = _my_share(len(episodes), accelerator.process_index, accelerator.num_processes)
+    rows = []
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
+        picked = [episodes[i] for i in chunk]
+        batch = task.render(picked, False).to(accelerator.device)
+        scales = torch.tensor([float(ep.meta.get("error_scale", 1.0)) for ep in picked],
+                              device=accelerator.device)
+        outputs = model(batch.rows, batch.cols, **batch.inputs)
+        values = batch_values(outputs, batch, scales)
+        rows += [(i, values[j].tolist()) for j, i in enumerate(chunk)]
+    gathered = dict(gather_object(rows))
+    return np.array([gathered[i] for i in range(len(episodes))])
+
+
+def summarise(curve: np.ndarray) -> dict:
+    """Mean over positions, mean of the last quarter, and the within-episode slope."""
+    positions = np.arange(len(curve))
+    tail = curve[-max(1, len(curve) // 4):]
+    slope = float(np.polyfit(positions, curve, 1)[0]) if len(curve) > 1 else 0.0
+    return {"mean": float(curve.mean()), "final": float(tail.mean()), "slope": slope}
+
+
+def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: int) -> list[dict]:
+    """One metrics row per task × split (seen, unseen) with the full curve."""
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for task in tasks:
+            for split in (["test"] if task.eval_only else ["train", "test"]):
+                episodes = task.eval_episodes(split, section.eval_episodes, section.eval_length)
+                values = curve_values(model, task, episodes, accelerator, section.eval_batch_size)
+                curve = values.mean(0)
+                rows.append({"kind": "eval", "step": step, "task": task.name,
+                             "split": SPLIT_NAMES[split],
+                             "metric": task.metric,
+                             **summarise(curve), "curve": [round(float(v), 5) for v in curve]})
+    model.train()
+    return rows
+
+
+def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
+    """The baselines' curves on the same unseen evaluation episodes the model is scored on."""
+    rows = []
+    for i, spec in enumerate(specs):
+        name, params = _split_spec(spec, i)
+        for task in tasks:
+            episodes = task.eval_episodes("test", section.eval_episodes, section.eval_length)
+            baseline = make_baseline(name, **params)
+            if not applies(baseline, episodes[0]):
+                continue
+            baseline.tune(task.eval_episodes("train", section.eval_episodes, section.eval_length))
+            curve = np.array([_baseline_value(baseline, episodes, k)
+                              for k in range(len(episodes[0].demo_y))])
+            rows.append({"kind": "baseline", "baseline": baseline.label, "task": task.name,
+                         "split": "unseen", **summarise(curve),
+                         "curve": [round(float(v), 5) for v in curve]})
+    return rows
+
+
+def _baseline_value(baseline, episodes: list[Episode], k: int) -> float:
+    preds = baseline.predict([_position_episode(ep, k) for ep in episodes], k)
+    gold = np.array([ep.demo_y[k] for ep in episodes])
+    pred = np.array([p.pred[0] for p in preds])
+    if episodes[0].is_regression:
+        scales = np.array([float(ep.meta.get("error_scale", 1.0)) for ep in episodes])
+        return float(np.mean((pred - gold) ** 2 / scales))
+    return float(np.mean(pred == gold))
