@@ -1,7 +1,8 @@
 """Tokens/s and peak memory of a meta-fine-tuning step: hf-icl's trainer vs transformers' Trainer.
 
 Both sides train the same model with the same adapters on the same episodes (in the same order),
-with AdamW at the same learning rate. hf-icl runs its own ``train_step`` (loss at label
+with AdamW at the same learning rate; a step's time includes preparing its batch (hf-icl draws and
+renders the episodes on the fly, the Trainer fetches and collates pre-rendered rows). hf-icl runs its own ``train_step`` (loss at label
 positions, LM head applied to those rows only). The Trainer is used as a user would: token ids
 and labels per episode (every position -100 except the label tokens), padded per batch by
 ``DataCollatorForSeq2Seq``, the model's own full-vocabulary loss; only the sampler is made
@@ -130,14 +131,17 @@ def run_trainer(case: str) -> list[tuple[int, float]]:
     model = ReadInOutModel(learner) if case == "small" else learner.lm
     collator = default_data_collator if case == "small" else \
         DataCollatorForSeq2Seq(tokenizer, padding=True)
-    times: list[float] = []
+    ends: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
+        """Step end to step end: fetching and collating the batch counts, as streaming and
+        rendering the episodes count on hf-icl's side."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            ends.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
-            times.append(time.perf_counter() - self.start)
+            ends.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=section.batch_size,
@@ -147,7 +151,7 @@ def run_trainer(case: str) -> list[tuple[int, float]]:
                                  dataloader_num_workers=0, disable_tqdm=True)
         Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                 data_collator=collator, callbacks=[Clock()]).train()
-    return list(zip(tokens, times))
+    return list(zip(tokens, [b - a for a, b in zip(ends, ends[1:])]))
 
 
 def side(case: str, which: str) -> dict:

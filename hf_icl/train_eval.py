@@ -16,10 +16,8 @@ import math
 import numpy as np
 import torch
 
-from hf_icl.baselines import make_baseline
 from hf_icl.episode import Episode
 from hf_icl.icl_model import LabelBatch
-from hf_icl.jobs.baselines import _position_episode, _split_spec, applies
 from hf_icl.train_setup import TrainTask
 
 SPLIT_NAMES = {"train": "seen", "test": "unseen"}
@@ -94,6 +92,9 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
 
 def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
     """The baselines' curves on the same unseen evaluation episodes the model is scored on."""
+    from hf_icl.baselines import make_baseline  # scikit-learn: imported only when needed
+    from hf_icl.jobs.baselines import _split_spec, applies
+
     rows = []
     for i, spec in enumerate(specs):
         name, params = _split_spec(spec, i)
@@ -112,6 +113,8 @@ def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
 
 
 def _baseline_value(baseline, episodes: list[Episode], k: int) -> float:
+    from hf_icl.jobs.baselines import _position_episode
+
     preds = baseline.predict([_position_episode(ep, k) for ep in episodes], k)
     gold = np.array([ep.demo_y[k] for ep in episodes])
     pred = np.array([p.pred[0] for p in preds])

@@ -117,14 +117,16 @@ def model_card(config: TrainConfig, results: dict, info: dict) -> str:
         f"Meta-trained for in-context learning with `hf-icl train` ({config.train.steps} steps "
         f"of {config.train.batch_size} episodes; finetune: `{config.train.finetune}`).", "",
         f"- base model: {results['model']}", f"- saved: {info['kind']}"
-        + (" (with the embedding renderer's read-in/read-out)" if config.small_model
-           or info.get("read_in") else ""),
+        + (" (with the embedding renderer's read-in/read-out)" if info["read_in"] else ""),
         f"- meta-training tasks: {', '.join(map(str, tasks))}", "",
         "## Results", "", "Mean metric over positions of held-out episodes (seen tasks: "
         "meta-training tasks; unseen: new tasks), before and after training.", "",
         *results_table(results), "",
         "## How to load", "", "```python", "from hf_icl.icl_model import load_trained", "",
         "model, tokenizer = load_trained(\"path/to/this/folder\")", "```", "",
+        *([f"Or evaluate its in-context learning curves with `hf-icl evaluate`, model spec "
+           f"`{{spec: {config.model.spec}, adapter: path/to/this/folder}}`.", ""]
+          if info["kind"] == "adapter" else []),
         "## Training config", "", "```yaml",
         yaml.safe_dump(to_dict(config), sort_keys=False).strip(), "```", ""])
 

@@ -174,6 +174,35 @@ def test_momentum_attention_trains():
     assert not torch.allclose(outputs[0], outputs[1])
 
 
+def test_ranks_take_disjoint_slices_of_each_global_batch():
+    from hf_icl.train import my_slices
+
+    for world in (1, 2, 4):
+        taken = [i for rank in range(world) for part in my_slices(16, 2, rank, world)
+                 for i in range(16)[part]]
+        assert sorted(taken) == list(range(16))
+    with pytest.raises(HfIclError, match="do not split"):
+        my_slices(6, 2, 0, 2)
+
+
+def test_curriculum_and_bias_fraction_follow_the_step_and_the_batch():
+    data = {"small_model": {}, "train": {"num_examples": 9}, "tasks": [
+        {"name": "linear_regression", "dim": 4, "render": {"renderer": "embedding"},
+         "curriculum": {"dims_start": 2, "dims_end": 4, "dims_inc": 1, "points_start": 5,
+                        "points_end": 9, "points_inc": 2, "interval": 10}}]}
+    _, _, tasks = build_learner(from_dict(TrainConfig, data))
+    section = from_dict(TrainConfig, data).train
+    assert [tasks[0].stage(step, section) for step in (0, 10, 25)] == [(2, 5), (3, 7), (4, 9)]
+    episodes = tasks[0].draw(0, 3, 5, "train", active_dims=2)
+    assert all(ep.num_demos == 5 and not ep.demo_x[:, 2:].any() for ep in episodes)
+    assert tasks[0].eval_episodes("test", 2, 9)[0].demo_x[:, 3].any()  # the last stage
+    data = {"small_model": {}, "tasks": [{"name": "digits_projected", "bias_fraction": 0.5,
+                                          "render": {"renderer": "embedding"}}]}
+    _, _, tasks = build_learner(from_dict(TrainConfig, data))
+    for first in (0, 8, 16):
+        assert sum(ep.meta["biased"] for ep in tasks[0].draw(first, 8, 4, "train")) == 4
+
+
 @pytest.mark.parametrize("final_only", [False, True])
 def test_label_mask_hits_exactly_the_label_tokens(tokenizer, final_only):
     definition, sampler = load_task(TEXT_DIGITS)

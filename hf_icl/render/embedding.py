@@ -34,11 +34,6 @@ class EmbeddedEpisodes:
     x: torch.Tensor
     labels: torch.Tensor
 
-    @property
-    def label_positions(self) -> list[int]:
-        """Position whose output predicts example i's label: its x position, 2i."""
-        return list(range(0, 2 * self.x.shape[1], 2))
-
 
 class EmbeddingRenderer:
     """Episodes → arrays for the read-in; knows the input size and the label tokens."""
