@@ -36,3 +36,17 @@ def matmul_peak_gflops(dtype_name: str = "float32", size: int = 2048, repeats: i
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def main() -> None:
+    """The machine's roofline, which the other benchmarks' FLOPs utilisation is measured against."""
+    import torch
+
+    f32, bf16 = matmul_peak_gflops("float32"), matmul_peak_gflops("bfloat16")
+    report("common", {"matmul_float32_gflops": round(f32, 1), "matmul_bfloat16_gflops": round(bf16, 1),
+                      "bf16_over_f32": round(bf16 / f32, 2)},
+           {"size": 2048, "threads": torch.get_num_threads(), "torch": torch.__version__})
+
+
+if __name__ == "__main__":
+    main()

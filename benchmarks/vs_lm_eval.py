@@ -116,7 +116,6 @@ def model_flops(model, tokens: int, reads: int) -> float:
 
 def side_hf_icl(queries: int) -> dict:
     import numpy as np
-    import torch
 
     from hf_icl.episode import Episode
     from hf_icl.models import ModelSpec, load_model
@@ -145,7 +144,6 @@ def side_hf_icl(queries: int) -> dict:
         out[dtype] = {"seconds": seconds, "preds": {k: scores[k].argmax(1).tolist() for k in SHOTS},
                       "tokens": tokens, "gflops": flops / seconds / 1e9, "peak_gflops": peak}
         del model
-        torch.set_num_threads(torch.get_num_threads())
     out["gold"] = [r["label"] for r in test]
     out["peak_rss_gb"] = peak_rss_gb()
     return out

@@ -249,7 +249,8 @@ def load_model(spec: ModelSpec | str):
     source = resolve_source("smollm2-135m" if tiny else spec.spec)
     tokenizer = _load_tokenizer(source, spec)
     model = _build_model(source, spec, len(tokenizer))
-    _clear_gguf_marker(model) if not spec.quantization else None
+    if not spec.quantization:
+        _clear_gguf_marker(model)
     if spec.quantization == "4bit" and not spec.bnb_cpu_inference_layout:
         keep_4bit_trainable(model)
     if not spec.quantization:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections import defaultdict
 from typing import Any
 
@@ -129,7 +128,7 @@ def sort_samples(folder: RunFolder, unit_order: list[str]) -> list[dict]:
     rank = {u: i for i, u in enumerate(unit_order)}
     rows = folder.read_jsonl("samples.jsonl")
     rows.sort(key=lambda r: (rank.get(r["unit"], len(rank)), r["shots"], r["query"]))
-    folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    folder.write_jsonl("samples.jsonl", rows)
     return rows
 
 

@@ -137,6 +137,10 @@ class RunFolder:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a log with these rows (temp + rename)."""
+        atomic_write(self.file(name), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
     def write_json(self, name: str, data: Any) -> None:
         atomic_write(self.file(name), json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

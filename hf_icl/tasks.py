@@ -73,7 +73,7 @@ def build_sampler(task: TaskDef) -> TaskSampler:
     """Validate the family parameters and instantiate the sampler."""
     family = FAMILIES.get(task.family, where=f"{task.source}: family")
     params = {k: v for k, v in task.params.items() if k != "_base_dir"}
-    if "_base_dir" in task.params and "base_dir" in {f for f in family.Params.__dataclass_fields__}:
+    if "_base_dir" in task.params and "base_dir" in family.Params.__dataclass_fields__:
         params.setdefault("base_dir", task.params["_base_dir"])
     parsed = from_dict(family.Params, params, source=task.source or task.name, prefix="params")
     return family(task.name, parsed)

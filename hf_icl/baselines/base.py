@@ -65,17 +65,17 @@ class Batch:
                          for ep in self.episodes])
 
 
-def _is_numeric(x: Any) -> bool:
+def is_numeric(x: Any) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind in "biuf"
 
 
 def _group_key(ep: Episode) -> tuple:
-    dims = np.shape(ep.query_x)[1:] if _is_numeric(ep.query_x) else None
+    dims = np.shape(ep.query_x)[1:] if is_numeric(ep.query_x) else None
     return ep.num_queries, ep.num_classes, dims
 
 
 def _stack(episodes: list[Episode], shots: int) -> Batch:
-    numeric = _is_numeric(episodes[0].demo_x)
+    numeric = is_numeric(episodes[0].demo_x)
     x = np.stack([ep.demo_x[:shots] for ep in episodes]).astype(np.float64) if numeric else None
     query_x = np.stack([ep.query_x for ep in episodes]).astype(np.float64) if numeric else None
     dtype = np.float64 if episodes[0].is_regression else np.int64
@@ -173,7 +173,7 @@ class Baseline(ABC):
             if shots > ep.num_demos:
                 raise HfIclError(f"baseline {self.name!r}: shots={shots} but an episode of task "
                                  f"{ep.task!r} has only {ep.num_demos} demonstrations")
-            if self.reads_x and not _is_numeric(ep.demo_x):
+            if self.reads_x and not is_numeric(ep.demo_x):
                 raise HfIclError(f"baseline {self.name!r} needs numeric inputs; task "
                                  f"{ep.task!r} has text inputs")
 

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from hf_icl.baselines import Baseline, Predictions, make_baseline
-from hf_icl.baselines.base import _is_numeric
+from hf_icl.baselines.base import is_numeric
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.jobs.evaluate_config import EvaluateConfig
+from hf_icl.jobs.samples import log_probs, position_row, query_row
 from hf_icl.results import RunFolder
 
 TUNE_EPISODES = 32
@@ -40,7 +41,7 @@ def applies(baseline: Baseline, episode: Episode) -> bool:
     kind = "regression" if episode.is_regression else "classification"
     if baseline.task_kind not in (kind, "any"):
         return False
-    return _is_numeric(episode.demo_x) or not baseline.reads_x
+    return is_numeric(episode.demo_x) or not baseline.reads_x
 
 
 def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode]) -> list[BaselineRun]:
@@ -55,7 +56,7 @@ def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode
                 runs.append(BaselineRun(baseline, t))
                 matched = True
         if not matched:
-            kinds = sorted({"text" if not _is_numeric(e.demo_x) else
+            kinds = sorted({"text" if not is_numeric(e.demo_x) else
                             ("regression" if e.is_regression else "classification")
                             for e in example_episodes})
             raise HfIclError(f"baselines.{i}: baseline {name!r} ({make_baseline(name, **params).task_kind}) "
@@ -68,9 +69,7 @@ def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode
 
 
 def _scores(p: Predictions, q: int) -> list[float] | None:
-    if p.probs is None:
-        return None
-    return [round(float(v), 6) for v in np.log(np.clip(p.probs[q], 1e-300, None))]
+    return log_probs(None if p.probs is None else p.probs[q])
 
 
 def _pred(p: Predictions, q: int) -> Any:
@@ -94,18 +93,13 @@ def baseline_rows(config: EvaluateConfig, run: BaselineRun, episodes: list[Episo
         if config.protocol == "sequential":
             preds = run.baseline.predict([_position_episode(ep, k) for ep in episodes], k)
             for u, (ep, p) in enumerate(zip(episodes, preds)):
-                gold = float(ep.demo_y[k]) if ep.is_regression else int(ep.demo_y[k])
-                rows[u].append({**bases[u], "shots": k, "query": k, "pred": _pred(p, 0),
-                                "gold": gold, "scores": _scores(p, 0)})
+                rows[u].append({**position_row(bases[u], ep, k), "pred": _pred(p, 0),
+                                "scores": _scores(p, 0)})
             continue
         preds = run.baseline.predict(episodes, k)
         for u, (ep, p) in enumerate(zip(episodes, preds)):
-            for q in range(ep.num_queries):
-                gold = float(ep.query_y[q]) if ep.is_regression else int(ep.query_y[q])
-                rows[u].append({**bases[u], "shots": k, "query": q,
-                                "query_id": ep.query_ids[q] if ep.query_ids else q,
-                                "demo_ids": ep.demo_ids[:k], "pred": _pred(p, q), "gold": gold,
-                                "scores": _scores(p, q)})
+            rows[u] += [{**query_row(bases[u], ep, k, q), "pred": _pred(p, q),
+                         "scores": _scores(p, q)} for q in range(ep.num_queries)]
     return rows
 
 

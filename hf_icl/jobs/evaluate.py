@@ -7,7 +7,6 @@ the results folder when it finishes, so a rerun skips it.
 from __future__ import annotations
 
 import gc
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from hf_icl.jobs.baselines import (
 )
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.jobs.registry import JobOptions, Shard
+from hf_icl.jobs.samples import position_row, query_row, rounded
 from hf_icl.models import load_model
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.results import RunFolder
@@ -102,10 +102,6 @@ def _prediction(renderer: TextRenderer, episode: Episode, scores: np.ndarray) ->
     return {"pred": float(probs @ centres), "pred_argmax": float(centres[int(np.argmax(scores))])}
 
 
-def _gold(episode: Episode, y) -> Any:
-    return float(y) if episode.is_regression else int(y)
-
-
 def _base_row(seed: int, order: int, key: str, model: str, task: TaskRun,
               episode: Episode) -> dict:
     row = {"unit": key, "model": model, "task": task.name, "seed": seed, "order": order}
@@ -120,26 +116,17 @@ def score_unit_queries(model, renderer: TextRenderer, config: EvaluateConfig, ta
     scores = score_queries(model, rendered, config.shots, pack_tokens=config.pack_tokens,
                            length_normalise=task.render.length_normalise,
                            calibrate=task.render.calibrate, where=f"task {task.name!r}")
-    rows = []
-    for k in config.shots:
-        for q in range(episode.num_queries):
-            rows.append({**base, "shots": k, "query": q,
-                         "query_id": episode.query_ids[q] if episode.query_ids else q,
-                         "demo_ids": episode.demo_ids[:k],
-                         **_prediction(renderer, episode, scores[k][q]),
-                         "gold": _gold(episode, episode.query_y[q]),
-                         "scores": [round(float(v), 6) for v in scores[k][q]]})
-    return rows
+    return [{**query_row(base, episode, k, q), **_prediction(renderer, episode, scores[k][q]),
+             "scores": rounded(scores[k][q])}
+            for k in config.shots for q in range(episode.num_queries)]
 
 
 def score_unit_sequential(model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun,
                           episode: Episode, base: dict) -> list[dict]:
     sequence = renderer.render_sequence(episode)
     scores = score_sequences(model, [sequence], batch_size=1)[0]
-    return [{**base, "shots": k, "query": k,
-             **_prediction(renderer, episode, scores[k]),
-             "gold": _gold(episode, episode.demo_y[k]),
-             "scores": [round(float(v), 6) for v in scores[k]]} for k in config.shots]
+    return [{**position_row(base, episode, k), **_prediction(renderer, episode, scores[k]),
+             "scores": rounded(scores[k])} for k in config.shots]
 
 
 def merge_parts(folder: RunFolder) -> None:
@@ -150,7 +137,7 @@ def merge_parts(folder: RunFolder) -> None:
     rows = folder.read_jsonl("samples.jsonl")
     for part in parts:
         rows += folder.read_jsonl(part.name)
-    folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    folder.write_jsonl("samples.jsonl", rows)
     for part in parts:
         part.unlink()
 
@@ -165,9 +152,11 @@ def done_units(folder: RunFolder, expected: dict[str, int]) -> set[str]:
 
 def drop_partial(folder: RunFolder, done: set[str]) -> None:
     """Keep only finished units, so appends after a crash start from a clean log."""
+    folder.truncate_torn("samples.jsonl")
     rows = folder.read_jsonl("samples.jsonl")
     kept = [r for r in rows if r["unit"] in done]
-    folder.write_text("samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    if len(kept) != len(rows):
+        folder.write_jsonl("samples.jsonl", kept)
 
 
 def rows_per_unit(config: EvaluateConfig) -> int:

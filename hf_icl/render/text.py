@@ -106,14 +106,13 @@ class TextRenderer:
 
     def _candidates(self, episode: Episode, query_text: str) -> tuple[list[int], list[list[int]]]:
         """Label token ids in context, with the tokens all candidates share split off."""
-        cands = [self.split_tokens(query_text + w, [len(query_text)])[1]
-                 for w in self.label_words(episode)]
-        for word, ids in zip(self.label_words(episode), cands):
+        words = self.label_words(episode)
+        cands = [self.split_tokens(query_text + w, [len(query_text)])[1] for w in words]
+        for word, ids in zip(words, cands):
             if not ids:
                 raise HfIclError(f"label word {word!r} renders to no tokens")
         if len({tuple(c) for c in cands}) != len(cands):
-            shown = {w: self.tokenizer.convert_ids_to_tokens(c)
-                     for w, c in zip(self.label_words(episode), cands)}
+            shown = {w: self.tokenizer.convert_ids_to_tokens(c) for w, c in zip(words, cands)}
             raise HfIclError(f"label words are not distinguishable after tokenization: {shown}")
         shared: list[int] = []
         while all(len(c) > 1 and c[0] == cands[0][0] for c in cands):
