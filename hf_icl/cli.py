@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-icl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list built-in model aliases and whether each is installed")
+    c = sub.add_parser("configs", help="list the built-in tasks, run configs and accelerate "
+                       "configs with their paths")
+    c.add_argument("--path", metavar="NAME", help="print only this config's path (e.g. for "
+                   "`accelerate launch --config_file $(hf-icl configs --path ddp_2proc)`)")
     b = sub.add_parser("build", help="build a task's episodes as an HF DatasetDict")
     b.add_argument("task", help="built-in task name or task YAML path")
     b.add_argument("--out", help="output folder (default: datasets/<task>)")
@@ -63,6 +67,24 @@ def cmd_models() -> None:
     print("\nAny Hub id (e.g. HuggingFaceTB/SmolLM2-135M), local folder or .gguf file also works.")
 
 
+BUILTIN_KINDS = ("tasks", "eval_configs", "accelerate_configs")
+
+
+def cmd_configs(args: argparse.Namespace) -> None:
+    from hf_icl.resources import builtin_dir, builtin_names
+
+    paths = {(kind, name): builtin_dir(kind) / f"{name}.yaml"
+             for kind in BUILTIN_KINDS for name in builtin_names(kind)}
+    if args.path:
+        found = [p for (_, name), p in paths.items() if name == args.path]
+        if not found:
+            raise unknown_name("config", args.path, sorted({n for _, n in paths}))
+        print(found[0])
+        return
+    for (kind, name), path in paths.items():
+        print(f"{kind:<20} {name:<28} {path}")
+
+
 def cmd_job(args: argparse.Namespace) -> None:
     from hf_icl.config import apply_overrides, read_yaml
     from hf_icl.jobs.registry import JOBS, JobOptions
@@ -90,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             cmd_models()
+        elif args.command == "configs":
+            cmd_configs(args)
         elif args.command == "build":
             from hf_icl.build import cmd_build
 

@@ -39,6 +39,12 @@ def _seed_values(name: str, rows: list[dict]) -> list[float]:
                       **_kwargs(name, rs)) for _, rs in sorted(by_seed.items())]
 
 
+def _seed_groups(rows: list[dict]) -> list[int]:
+    """Each sample's demo list (seed × order) as an integer, for the stratified bootstrap."""
+    ids: dict[tuple, int] = {}
+    return [ids.setdefault((r["seed"], r["order"]), len(ids)) for r in rows]
+
+
 def _kwargs(name: str, rows: list[dict]) -> dict[str, Any]:
     return {"scale": rows[0].get("scale", 1.0)} if name == "nse" else {}
 
@@ -54,6 +60,7 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
         for name in metric_names(config, regression):
             per_seed = _seed_values(name, rs)
             low, high = M.bootstrap_ci(name, [r["pred"] for r in rs], [r["gold"] for r in rs],
+                                       groups=_seed_groups(rs),
                                        resamples=config.bootstrap, seed=config.seed,
                                        **_kwargs(name, rs))
             out.append({"model": model, "task": task, "shots": shots, "metric": name,
@@ -90,16 +97,23 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(summary: list[dict]) -> bytes:
-    """One panel per task × metric; a line per model with its CI band; zero-shot marked."""
+def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
+    """One panel per task (its first metric); a line per learner with its CI band; ★ = zero-shot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys((s["task"], s["metric"]) for s in summary))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, (task, metric) in zip(axes[0], panels):
+    first = {}
+    for s in summary:
+        first.setdefault(s["task"], s["metric"])
+    panels = list(first.items())
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (task, metric) in zip(axes.flat, panels):
         items = [s for s in summary if s["task"] == task and s["metric"] == metric]
         for model in dict.fromkeys(s["model"] for s in items):
             pts = sorted((s for s in items if s["model"] == model), key=lambda s: s["shots"])

@@ -1,4 +1,5 @@
-"""Locate the built-in `tasks/` and `eval_configs/` folders, editable install or wheel."""
+"""Locate the built-in `tasks/`, `eval_configs/` and `accelerate_configs/` folders, editable
+install or wheel."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def builtin_dir(kind: str) -> Path:
-    """`tasks` or `eval_configs`: the wheel ships them under hf_icl/_builtin/, a checkout at the top."""
+    """`tasks`, `eval_configs` or `accelerate_configs`: the wheel ships them under hf_icl/_builtin/, a checkout at the top."""
     packaged = _PACKAGE / "_builtin" / kind
     if packaged.is_dir():
         return packaged

@@ -364,3 +364,10 @@ def test_too_many_shots_text_inputs_and_missing_meta_are_errors():
     tuned.tune(regression_episodes(2, dim=3, demos=4))
     with pytest.raises(HfIclError, match="shots=6 but an episode of task 'linear' has only 4"):
         tuned.predict(regression_episodes(2, dim=3, demos=8), 6)
+
+
+def test_labels_name_non_default_params_so_a_learner_can_be_listed_twice():
+    assert make_baseline("ols").label == "ols"
+    assert make_baseline("gd", gd_steps=5).label == "gd(gd_steps=5)"
+    assert make_baseline("ridge", lam=1.0).label == "ridge(lam=1.0)"
+    assert make_baseline("ridge").label == "ridge (oracle)"  # λ = σ²/τ² reads the task's σ

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -81,3 +82,14 @@ def test_quickstart_config_parses_and_names_the_real_model():
 
     config = from_dict(EvaluateConfig, read_yaml(find_config("quickstart")))
     assert config.models[0].spec == "smollm2-135m" and 0 in config.shots
+
+
+def test_configs_lists_builtins_and_resolves_accelerate_paths(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert "accelerate_configs" in out and "fsdp_2gpu" in out and "quickstart" in out
+    assert main(["configs", "--path", "ddp_2proc"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.is_file() and path.name == "ddp_2proc.yaml"
+    assert main(["configs", "--path", "ddp_2prc"]) == 2
+    assert "did you mean 'ddp_2proc'" in capsys.readouterr().err

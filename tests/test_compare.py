@@ -167,6 +167,23 @@ def test_compare_end_to_end_and_resume(tmp_path, text_task_dir, monkeypatch):
     assert {n: (out / n).read_bytes() for n in names} == first
 
 
+def test_order_sensitivity_counts_accuracy_spread_and_flipped_queries():
+    from hf_icl.jobs.compare_report import order_sensitivity
+
+    def rows(seed, order, preds, golds):
+        return [{"seed": seed, "order": order, "query": q, "pred": p, "gold": g}
+                for q, (p, g) in enumerate(zip(preds, golds))]
+
+    gold = [0, 1, 1, 0]
+    data = rows(0, 0, [0, 1, 1, 0], gold) + rows(0, 1, [0, 1, 0, 1], gold) \
+        + rows(1, 0, [1, 1, 1, 1], gold) + rows(1, 1, [1, 1, 1, 1], gold)
+    result = order_sensitivity(data)
+    assert result["order_std"] == pytest.approx((0.25 + 0.0) / 2)  # accuracies 1, .5 | .5, .5
+    assert result["order_flips"] == pytest.approx(2 / 8)
+    assert order_sensitivity(rows(0, 0, [0, 1, 1, 0], gold)) == \
+        {"order_std": None, "order_flips": None}
+
+
 def test_shipped_dai_config_parses():
     from hf_icl.cli import find_config
     from hf_icl.config import from_dict, read_yaml
@@ -177,3 +194,38 @@ def test_shipped_dai_config_parses():
     assert [m.label for m in config.all_models()] == ["smollm2-135m", "smollm2-135m (untrained)"]
     assert [a.name for a in config.finetune.arms] == ["dai"] and config.finetune.lr_sweep
     assert {"sentiment", "topic"} <= {t if isinstance(t, str) else t["name"] for t in config.tasks}
+
+
+def test_repro_dai_configs_parse_and_hub_templates_render(monkeypatch, tokenizer):
+    """The Hub tasks cannot load offline: fake rows from each template's fields, then render."""
+    import string
+
+    from hf_icl.cli import find_config
+    from hf_icl.config import from_dict, read_yaml
+    from hf_icl.render import RenderOptions, TextRenderer
+    from hf_icl.tasks import load_task
+
+    for name in ("repro_dai", "repro_dai_hub"):
+        path = find_config(name)
+        config = from_dict(compare_job.Config, read_yaml(path), source=str(path))
+        assert config.demo_orders >= 2 and config.controls == ["untrained"]
+    assert config.tasks == ["sst2", "sst5", "mr", "subj", "agnews", "cb"]
+
+    def fake_split(self, split):
+        fields = [f for _, f, _, _ in string.Formatter().parse(self.params.template) if f]
+        rows = [{**{f: f"<{f} {i}>" for f in fields}, self.params.label_column: i % 2}
+                for i in range(40)]
+        return self._check_rows(rows, f"fake {split}")
+
+    monkeypatch.setattr(TextClassificationSampler, "_load_split", fake_split)
+    for task in config.tasks:
+        definition, sampler = load_task(task)
+        renderer = TextRenderer(tokenizer, from_dict(RenderOptions, definition.render))
+        episode = sampler.episode(0, 2, 1)
+        rendered = renderer.render_episode(episode)
+        prompt = tokenizer.decode(rendered.prefix_ids + rendered.query_ids[0])
+        template = sampler.params.template
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        assert template.split("{")[0].strip() in prompt
+        assert all(prompt.count(f"<{f} ") == 3 for f in fields), prompt  # 2 demos + the query
+        assert all(len(ids) == 1 for ids in rendered.candidates), (task, rendered.candidates)

@@ -46,6 +46,38 @@ def test_baseline_for_no_task_is_an_error(config_path, tmp_path, capsys):
     assert "baseline 'ols' (regression) applies to none of the tasks" in capsys.readouterr().err
 
 
+def test_task_models_list_limits_which_models_run(tmp_path):
+    import json
+
+    data = {**CONFIG, "tasks": ["sentiment", {"name": "digits_projected", "classes": [0, 1],
+                                              "models": []}], "shots": [0, 2], "num_seeds": 1}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    pairs = {(r["model"], r["task"]) for r in rows}
+    assert ("tiny-random-llama", "sentiment") in pairs
+    assert ("tiny-random-llama", "digits_projected") not in pairs
+    assert ("baseline:logistic", "digits_projected") in pairs
+
+
+def test_baselines_only_run_and_unknown_task_model_label(tmp_path, capsys):
+    data = {**CONFIG, "models": [], "tasks": [{"name": "digits_projected", "classes": [0, 1]}],
+            "shots": [0, 2], "num_seeds": 1}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "baseline:logistic" in report and "tiny-random-llama" not in report
+    data["models"] = ["tiny-random-llama"]
+    data["tasks"] = [{"name": "digits_projected", "classes": [0, 1], "models": ["tiny-random-lama"]}]
+    path.write_text(yaml.safe_dump(data))
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "tasks.0.models: unknown model 'tiny-random-lama'" in err
+    assert "did you mean 'tiny-random-llama'" in err and not (tmp_path / "p").exists()
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_same_files_as_one(config_path, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"

@@ -29,10 +29,12 @@ def test_wheel_ships_builtin_tasks_and_configs(tmp_path):
         "print(builtin_dir('tasks'))\n"
         "ep = load_task('sentiment')[1].episode(0, 4, 2)\n"
         "print(len(ep.demo_x), find_config('quickstart'))\n"
+        "print(builtin_dir('accelerate_configs') / 'ddp_2proc.yaml')\n"
     )
     run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
                          text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
-    tasks_dir, line = run.stdout.strip().splitlines()
+    tasks_dir, line, ddp = run.stdout.strip().splitlines()
     assert tasks_dir.startswith(str(site)) and tasks_dir.endswith("hf_icl/_builtin/tasks")
     assert line.startswith("4 ") and "_builtin/eval_configs/quickstart.yaml" in line
+    assert ddp.startswith(str(site)) and Path(ddp).is_file()

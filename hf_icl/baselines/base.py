@@ -122,7 +122,12 @@ class Baseline(ABC):
 
     @property
     def label(self) -> str:
-        return f"{self.name} (oracle)" if self.uses_meta else self.name
+        """Name plus any non-default params, so one config can list a learner twice."""
+        defaults = to_dict(self.Params())
+        changed = {k: v for k, v in to_dict(self.params).items() if defaults.get(k) != v}
+        name = self.name + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})"
+                            if changed else "")
+        return f"{name} (oracle)" if self.uses_meta else name
 
     def describe(self) -> dict[str, Any]:
         """Name, kind and params for results files."""

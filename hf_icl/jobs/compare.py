@@ -167,6 +167,9 @@ def run_units(config: CompareConfig, tasks: list[TaskRun], folder: RunFolder, to
 
 def check_tasks(config: CompareConfig, tasks: list[TaskRun]) -> None:
     for task in tasks:
+        if task.models is not None:
+            raise HfIclError(f"task {task.name!r}: compare runs every model on every task; "
+                             "drop the task's 'models:' list")
         if draw_episode(config, task, 0, 0).is_regression:
             raise HfIclError(f"task {task.name!r} is a regression task; compare needs "
                              "classification tasks (accuracy, Rec2FTP)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,28 @@ def _rec2ftp(zs: list[dict], icl: list[dict], ft: list[dict]) -> dict:
     return {"rec2ftp": result["rec2ftp"], "rec2ftp_denominator": result["denominator"]}
 
 
+def order_sensitivity(rows: list[dict]) -> dict:
+    """Shen et al.'s question: how much do predictions depend on the order of the same demos?
+
+    ``order_std``: std of accuracy across orders of one demo list, averaged over lists;
+    ``order_flips``: share of queries whose prediction is not the same under every order.
+    """
+    by_seed: dict[int, dict[int, dict[int, Any]]] = defaultdict(lambda: defaultdict(dict))
+    gold: dict[tuple[int, int], Any] = {}
+    for r in rows:
+        by_seed[r["seed"]][r["order"]][r["query"]] = r["pred"]
+        gold[(r["seed"], r["query"])] = r["gold"]
+    if all(len(orders) < 2 for orders in by_seed.values()):
+        return {"order_std": None, "order_flips": None}
+    stds, flips = [], []
+    for seed, orders in by_seed.items():
+        stds.append(np.std([np.mean([p == gold[(seed, q)] for q, p in preds.items()])
+                            for preds in orders.values()]))
+        queries = set.intersection(*(set(preds) for preds in orders.values()))
+        flips += [len({orders[o][q] for o in orders}) > 1 for q in queries]
+    return {"order_std": float(np.mean(stds)), "order_flips": float(np.mean(flips))}
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """One entry per model × task × shots × FT arm."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -80,6 +103,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
         for name, part in (("zs", zs), ("icl", icl), ("ft", ft)):
             entry[name], entry[f"{name}_std"] = _accuracy(part)
         entry.update(_rec2ftp(zs, icl, ft))
+        for name, part in (("icl", icl), ("ft", ft)):
+            entry.update({f"{name}_{k}": v for k, v in order_sensitivity(part).items()})
         for name, _ in SIMILARITIES:
             entry.update(_similarity(ft, name))
         out.append(entry)
@@ -118,6 +143,20 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
                      f"{rec} ({s['rec2ftp_denominator']})"] + [_cell(s, n) for n, _ in SIMILARITIES]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"![per-layer similarities: {task}](layers-{slug(task)}.png)", ""]
+    if config.demo_orders > 1:
+        lines += ["## Demonstration order", "",
+                  f"Each demo list is shown in {config.demo_orders} orders (to ICL in the prompt, "
+                  "to FT as the order of its updates). Order std: std of accuracy across the "
+                  "orders of one list, averaged over lists; flips: share of queries whose "
+                  "prediction changes with the order.", "",
+                  "| task | model | k | arm | ICL order std | ICL flips | FT order std | FT flips |",
+                  "|---|---|---|---|---|---|---|---|"]
+        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+        for s in summary:
+            lines.append(f"| {s['task']} | {s['model']} | {s['shots']} | {s['arm']} | "
+                         f"{fmt(s['icl_order_std'])} | {fmt(s['icl_order_flips'])} | "
+                         f"{fmt(s['ft_order_std'])} | {fmt(s['ft_order_flips'])} |")
+        lines.append("")
     return "\n".join(lines)
 
 

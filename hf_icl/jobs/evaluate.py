@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from hf_icl.config import from_dict
 from hf_icl.episode import Episode
-from hf_icl.errors import HfIclError
+from hf_icl.errors import HfIclError, did_you_mean
 from hf_icl.jobs.baselines import (
     BaselineRun,
     append_units,
@@ -42,6 +42,7 @@ class TaskRun:
     definition: TaskDef
     sampler: TaskSampler
     render: RenderOptions
+    models: frozenset[int] | None = None  # indices into config.models; None = all
 
     @property
     def name(self) -> str:
@@ -59,16 +60,33 @@ class Unit:
         return f"{config.models[self.model].label}|{tasks[self.task].name}|{self.seed}|{self.order}"
 
 
+def _task_models(config: EvaluateConfig, ref: Any, where: str) -> tuple[Any, frozenset[int] | None]:
+    """Split a task entry's ``models:`` restriction (model labels) from its task overrides."""
+    if not isinstance(ref, dict) or "models" not in ref:
+        return ref, None
+    ref = dict(ref)
+    wanted = ref.pop("models")
+    labels = [m.label for m in config.models]
+    if not isinstance(wanted, list):
+        raise HfIclError(f"{where}.models: expected a list of model labels, got {wanted!r}")
+    for label in wanted:
+        if label not in labels:
+            raise HfIclError(f"{where}.models: unknown model {label!r}"
+                             f"{did_you_mean(str(label), labels)}; models: {', '.join(labels) or 'none'}")
+    return ref, frozenset(labels.index(label) for label in wanted)
+
+
 def prepare_tasks(config: EvaluateConfig) -> list[TaskRun]:
     runs = []
     for i, ref in enumerate(config.tasks):
+        ref, models = _task_models(config, ref, f"tasks.{i}")
         definition, sampler = load_task(ref, where=f"tasks.{i}")
         render = from_dict(RenderOptions, definition.render, source=definition.source,
                            prefix="render")
         if render.renderer != "text":
             raise HfIclError(f"{definition.source}: render.renderer {render.renderer!r} needs a "
                              "trained read-in; evaluate pretrained LLMs with renderer: text")
-        runs.append(TaskRun(definition, sampler, render))
+        runs.append(TaskRun(definition, sampler, render, models))
     names = [t.name for t in runs]
     if len(set(names)) != len(names):
         raise HfIclError(f"tasks: duplicate task name in {names}; give one an alias with 'as:'")
@@ -77,6 +95,7 @@ def prepare_tasks(config: EvaluateConfig) -> list[TaskRun]:
 
 def units_of(config: EvaluateConfig, tasks: list[TaskRun]) -> list[Unit]:
     return [Unit(m, t, s, o) for m in range(len(config.models)) for t in range(len(tasks))
+            if tasks[t].models is None or m in tasks[t].models
             for s in range(config.num_seeds) for o in range(config.demo_orders)]
 
 

@@ -14,7 +14,9 @@ class EvaluateConfig:
     job: Literal["evaluate"] = option("evaluate", help="which job this config runs")
     models: list[ModelSpec] = option(default_factory=list, help="models to evaluate")
     tasks: list[Any] = option(default_factory=list,
-                              help="task names / YAML paths, or {name: ..., <param>: ...} overrides")
+                              help="task names / YAML paths, or {name: ..., <param>: ...} overrides; "
+                              "an entry's 'models: [label, ...]' limits which models run on it "
+                              "([] = baselines only)")
     protocol: Literal["queries", "sequential"] = option(
         "queries", help="queries: one demo list per seed, all queries after k demos; "
         "sequential: accuracy by position in one sequence")
@@ -36,8 +38,8 @@ class EvaluateConfig:
     title: str = option("", help="report title")
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("models: list at least one model, e.g. [smollm2-135m]")
+        if not self.models and not self.baselines:
+            raise ValueError("models: list at least one model (e.g. [smollm2-135m]) or baseline")
         if self.momentum:
             for model in self.models:
                 if model.momentum is None:
