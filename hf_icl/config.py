@@ -160,28 +160,32 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
         if "=" not in item:
             raise ConfigError(f"{source} {item!r}: expected key=value, e.g. models.0.dtype=bfloat16")
         path, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
-        parts = path.split(".")
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            where = ".".join(parts[: i + 1])
-            if isinstance(node, list):
-                if not _INDEX.match(part) or int(part) >= len(node):
-                    raise ConfigError(
-                        f"{source} {path}: {where!r} is not an index of a list of length {len(node)}")
-                idx = int(part)
-                if last:
-                    node[idx] = value
-                else:
-                    if isinstance(node[idx], str):  # `tasks: [sentiment]` → mapping form
-                        node[idx] = {"name": node[idx]}
-                    node = node[idx]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])!r} is not a mapping or list")
+        set_path(data, path, yaml.safe_load(raw) if raw else "", source)
     return data
+
+
+def set_path(data: dict, path: str, value: Any, source: str = "--set") -> None:
+    """Set ``value`` at a dotted ``path`` (list indices allowed) of a nested dict, in place."""
+    parts = path.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not _INDEX.match(part) or int(part) >= len(node):
+                raise ConfigError(
+                    f"{source} {path}: {where!r} is not an index of a list of length {len(node)}")
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                if isinstance(node[idx], str):  # `tasks: [sentiment]` → mapping form
+                    node[idx] = {"name": node[idx]}
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])!r} is not a mapping or list")

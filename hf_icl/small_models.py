@@ -38,6 +38,9 @@ class SmallModelConfig:
     max_positions: int = option(1024, help="longest sequence (2 positions per example)")
     loops: int = option(12, help="looped: loops b at training and evaluation")
     loss_loops: int | None = option(None, help="looped: last T loops in the loss; null: all b")
+    eval_loops: list[int] = option(default_factory=list,
+                                   help="looped: extra loop counts at which unseen tasks are "
+                                   "also evaluated (e.g. more loops than in training)")
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "heads", "vocab_size", "max_positions", "loops"):
@@ -47,14 +50,19 @@ class SmallModelConfig:
             raise ValueError(f"hidden: {self.hidden} is not a multiple of heads ({self.heads})")
         if self.loss_loops is not None and not 1 <= self.loss_loops <= self.loops:
             raise ValueError(f"loss_loops: {self.loss_loops} is outside 1..loops ({self.loops})")
+        if self.eval_loops and (self.architecture != "looped" or min(self.eval_loops) < 1):
+            raise ValueError(f"eval_loops: {self.eval_loops} needs architecture: looped and "
+                             "loop counts ≥ 1")
 
 
 class LoopedLlamaConfig(LlamaConfig):
     model_type = "hf_icl_looped_llama"
 
-    def __init__(self, loops: int = 12, loss_loops: int | None = None, **kwargs) -> None:
+    def __init__(self, loops: int = 12, loss_loops: int | None = None,
+                 eval_loops: list[int] | None = None, **kwargs) -> None:
         self.loops = loops
         self.loss_loops = loss_loops or loops
+        self.eval_loops = list(eval_loops or [])
         super().__init__(**kwargs)
 
 
@@ -117,7 +125,8 @@ def build_small_model(config: SmallModelConfig, seed: int = 0) -> LlamaForCausal
                   eos_token_id=None)
     torch.manual_seed(seed)
     if config.architecture == "looped":
-        hf_config = LoopedLlamaConfig(loops=config.loops, loss_loops=config.loss_loops, **common)
+        hf_config = LoopedLlamaConfig(loops=config.loops, loss_loops=config.loss_loops,
+                                      eval_loops=config.eval_loops, **common)
         return LoopedLlamaForCausalLM(hf_config)
     hf_config = LlamaConfig(**common)
     hf_config._attn_implementation = "sdpa"

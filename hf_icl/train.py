@@ -197,8 +197,14 @@ def train_line(progress: Progress, scheduler) -> dict:
 
 def train(config: TrainConfig, folder: RunFolder, options: JobOptions) -> dict | None:
     """Run (or resume) meta-training into ``folder``; the main process returns the results."""
-    from hf_icl.train_report import finish, tracker_config
+    from hf_icl.train_report import finish, push_model, tracker_config
 
+    if folder.file("results.json").is_file():  # written last: the run is complete
+        if options.shard.rank != 0:
+            return None
+        if options.push_to_hub:
+            push_model(folder.file("model"), options.push_to_hub, options.private)
+        return json.loads(folder.file("results.json").read_text(encoding="utf-8"))
     section = config.train
     accelerator = make_accelerator(section, folder)
     my_slices(section.batch_size, section.gradient_accumulation_steps, 0,

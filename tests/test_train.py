@@ -262,3 +262,22 @@ def test_bad_configs_are_one_line_errors(tmp_path, change, message):
         config = from_dict(TrainConfig, data)
         build_learner(config)
     assert "\n" not in str(err.value)
+
+
+def test_looped_model_is_also_evaluated_with_more_loops_than_in_training(tmp_path):
+    data = {**SMALL_REGRESSION,
+            "small_model": {"architecture": "looped", "layers": 1, "hidden": 32, "heads": 2,
+                            "loops": 3, "eval_loops": [6]},
+            "train": {**SMALL_REGRESSION["train"], "steps": 4, "eval_every": 4,
+                      "checkpoint_every": 0}}
+    out = tmp_path / "run"
+    train_in_process(write_config(tmp_path, data), out)
+    evals = rows(out, "eval")
+    assert [(r["step"], r["split"]) for r in evals] == [
+        (0, "seen"), (0, "unseen"), (0, "unseen, 6 loops"),
+        (4, "seen"), (4, "unseen"), (4, "unseen, 6 loops")]
+    assert evals[-1]["curve"] != evals[-2]["curve"]  # six loops compute something else
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["loops"] == 3 and saved["eval_loops"] == [6]
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert "unseen, 6 loops" in {s["split"] for s in summary}

@@ -17,6 +17,7 @@ JOBS: Registry[str] = Registry("job")
 JOBS.register("evaluate")("hf_icl.jobs.evaluate")
 JOBS.register("compare")("hf_icl.jobs.compare")
 JOBS.register("train")("hf_icl.jobs.train")
+JOBS.register("suite")("hf_icl.jobs.suite")
 
 
 @dataclass

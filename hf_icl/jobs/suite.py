@@ -1,0 +1,119 @@
+"""`hf-icl suite`: several runs that answer one question (a sweep, an ablation, a reproduction).
+
+Each run is an ordinary evaluate / compare / train run in its own sub-folder, so it resumes on
+its own; the suite then writes one report that holds every run's report and one figure that
+overlays the train runs (loss, unseen-task metric over training, final learning curves).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from hf_icl.config import to_dict
+from hf_icl.jobs.registry import JobOptions
+from hf_icl.jobs.suite_config import SuiteConfig
+from hf_icl.report import library_versions
+from hf_icl.results import RunFolder, atomic_write
+
+Config = SuiteConfig
+
+
+def run(config: SuiteConfig, folder: RunFolder, options: JobOptions) -> dict | None:
+    results = []
+    for i, spec in enumerate(config.runs):
+        module, run_config = config.run_config(i)
+        sub = RunFolder(folder.path / spec.name)
+        if options.shard.rank == 0:
+            print(f"\n== suite run {i + 1}/{len(config.runs)}: {spec.name} ({run_config.job}) ==")
+            sub.prepare(to_dict(run_config), overwrite=False)
+        options.shard.barrier()
+        if options.shard.rank == 0:
+            with sub.lock():
+                result = module.run(run_config, sub, options)
+        else:
+            result = module.run(run_config, sub, options)
+        results.append(result)
+    if options.shard.rank != 0:
+        return None
+    summary = {"job": "suite", "config": to_dict(config), "versions": library_versions(),
+               "runs": [{"name": spec.name, "job": result["job"], "results": result}
+                        for spec, result in zip(config.runs, results)]}
+    write_reports(config, folder, summary)
+    return summary
+
+
+def summary(results: dict) -> str:
+    from hf_icl.jobs.registry import job_module
+
+    parts = []
+    for item in results["runs"]:
+        parts += [f"== {item['name']} ({item['job']})", job_module(item["job"]).summary(item["results"])]
+    return "\n".join(parts)
+
+
+def _embedded(name: str, report: str) -> str:
+    """A run's report inside the suite's: headings one level down, links into its folder."""
+    report = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", report, flags=re.M)
+    return re.sub(r"\]\((?!https?:)([^)]+)\)", lambda m: f"]({name}/{m.group(1)})", report)
+
+
+def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None:
+    folder.write_json("results.json", results)
+    lines = [f"# {config.title or 'hf-icl suite'}", ""]
+    if config.description:
+        lines += [config.description.strip(), ""]
+    lines += ["| run | job | folder |", "|---|---|---|"]
+    lines += [f"| {r['name']} | {r['job']} | [{r['name']}/]({r['name']}/report.md) |"
+              for r in results["runs"]]
+    trained = [r for r in results["runs"] if r["job"] == "train"]
+    if trained:
+        lines += ["", "![train runs overlaid](suite.png)"]
+        atomic_write(folder.file("suite.png"), plot_train_runs(folder, trained))
+    for r in results["runs"]:
+        report = (folder.path / r["name"] / "report.md").read_text(encoding="utf-8")
+        lines += ["", _embedded(r["name"], report)]
+    folder.write_text("report.md", "\n".join(lines) + "\n")
+
+
+def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
+    """Loss and unseen-task metric over training per run; final learning curves per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys((s["task"], s["split"]) for r in runs
+                              for s in r["results"]["summary"]))
+    fig, axes = plt.subplots(1, 2 + len(keys), figsize=(4.2 * (2 + len(keys)), 3.6), squeeze=False)
+    axes = axes[0]
+    for r in runs:
+        rows = RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
+        train = [x for x in rows if x["kind"] == "train"]
+        line, = axes[0].plot([x["step"] for x in train], [x["loss"] for x in train], label=r["name"])
+        for key in keys:
+            evals = [x for x in rows if x["kind"] == "eval" and (x["task"], x["split"]) == key]
+            if evals and key[1] == "unseen":
+                axes[1].plot([x["step"] for x in evals], [x["mean"] for x in evals], marker="o",
+                             ms=3, color=line.get_color(), label=f"{r['name']} · {key[0]}")
+        for ax, key in zip(axes[2:], keys):
+            for s in r["results"]["summary"]:
+                if (s["task"], s["split"]) == key:
+                    ax.plot(s["after"]["curve"], color=line.get_color(), label=r["name"])
+                    ax.set_ylabel(s["metric"])
+            for b in r["results"]["baselines"]:
+                if b["task"] == key[0] and key[1] == "unseen" and r is runs[0]:
+                    ax.plot(b["curve"], linestyle=":", color="grey", label=b["baseline"])
+    axes[0].set(title="training loss", xlabel="step")
+    axes[1].set(title="unseen tasks during training", xlabel="step", ylabel="mean over positions")
+    for ax, (task, split) in zip(axes[2:], keys):
+        ax.set(title=f"after training: {task} ({split})", xlabel="examples before the query")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

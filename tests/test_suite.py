@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import yaml
+
+from hf_icl.cli import main
+
+TRAIN = {"job": "train", "small_model": {"layers": 1, "hidden": 16, "heads": 2},
+         "tasks": [{"name": "linear_regression", "dim": 3, "render": {"renderer": "embedding"}}],
+         "baselines": ["ols"],
+         "train": {"steps": 6, "batch_size": 4, "num_examples": 6, "lr": 0.003, "log_every": 2,
+                   "eval_every": 3, "eval_episodes": 2, "checkpoint_every": 0}}
+SUITE = {"job": "suite", "title": "two learning rates and an evaluation",
+         "description": "Does the learning rate matter?", "base": TRAIN,
+         "runs": [{"name": "lr=0.003"},
+                  {"name": "lr=0.03", "set": {"train.lr": 0.03}},
+                  {"name": "eval", "config": {
+                      "job": "evaluate", "models": ["tiny-random-llama"],
+                      "tasks": [{"name": "digits_projected", "classes": [0, 1]}],
+                      "shots": [0, 2], "num_seeds": 1, "num_queries": 3, "bootstrap": 20}}]}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+
+
+def test_suite_runs_each_config_in_its_folder_and_resumes(tmp_path, capsys):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(SUITE))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    lr = [yaml.safe_load((out / n / "config.yaml").read_text())["train"]["lr"]
+          for n in ("lr=0.003", "lr=0.03")]
+    assert lr == [0.003, 0.03]
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["name"], r["job"]) for r in results["runs"]] == \
+        [("lr=0.003", "train"), ("lr=0.03", "train"), ("eval", "evaluate")]
+    report = (out / "report.md").read_text()
+    assert report.startswith("# two learning rates and an evaluation\n\nDoes the learning rate")
+    assert "](lr=0.03/curves.png)" in report and "](eval/curve.png)" in report
+    assert "\n## " in report and (out / "suite.png").read_bytes()[:4] == b"\x89PNG"
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "checkpoint" not in str(p)
+             and "tensorboard" not in str(p) and p.name != "report.md"}
+    # a rerun finds every run finished and rewrites identical files
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    again = {p: p.read_bytes() for p in files}
+    assert [p for p in files if again[p] != files[p] and p.suffix != ".png"] == []
+
+
+def test_bad_suite_configs_are_one_line_errors(tmp_path, capsys):
+    cases = [({"runs": [{"name": "a", "set": {"train.stepz": 3}}]}, "runs.0 (a): unknown key"),
+             ({"runs": [{"name": "a"}, {"name": "a"}]}, "duplicate run name"),
+             ({"runs": [{"name": "../x"}]}, "is not a folder name"),
+             ({"runs": [{"name": "a", "config": {"job": "suite"}}]}, "cannot contain a suite")]
+    for change, message in cases:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**SUITE, **change}))
+        assert main(["run", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "o").exists()
