@@ -108,9 +108,14 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
     for s in summary:
         first.setdefault(s["task"], s["metric"])
     panels = list(first.items())
+    learners = list(dict.fromkeys(s["model"] for s in summary))
+    palette = plt.get_cmap("tab10" if len(learners) <= 10 else "tab20")
+    colours = {m: palette(i % palette.N) for i, m in enumerate(learners)}
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    legend = 0.28 * -(-len(learners) // 4) + 0.15  # inches below the panels
+    height = 3.8 * rows + legend
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, height), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (task, metric) in zip(axes.flat, panels):
@@ -119,18 +124,20 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
             pts = sorted((s for s in items if s["model"] == model), key=lambda s: s["shots"])
             x = np.array([s["shots"] for s in pts])
             y = np.array([s["mean"] for s in pts])
-            line, = ax.plot(x, y, marker="o", ms=3, label=model)
+            ax.plot(x, y, marker="o", ms=3, label=model, color=colours[model])
             ax.fill_between(x, [s["ci_low"] for s in pts], [s["ci_high"] for s in pts],
-                            color=line.get_color(), alpha=0.15)
+                            color=colours[model], alpha=0.12)
             if 0 in x:
-                ax.scatter([0], y[x == 0], marker="*", s=120, color=line.get_color(), zorder=3)
+                ax.scatter([0], y[x == 0], marker="*", s=120, color=colours[model], zorder=3)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel("shots (demonstrations; ★ = zero-shot)")
         ax.set_ylabel(metric)
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", ms=3) for m in learners]
+    fig.legend(handles, learners, loc="lower center", ncol=min(4, len(learners)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, legend / height, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

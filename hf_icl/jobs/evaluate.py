@@ -215,13 +215,15 @@ def baseline_unit_keys(config: EvaluateConfig, tasks: list[TaskRun],
 
 def run_baseline_units(config: EvaluateConfig, tasks: list[TaskRun], folder: RunFolder,
                        runs: list[BaselineRun], keys: list[list[str]], done: set[str],
-                       log: str) -> None:
+                       log: str, progress: bool = True) -> None:
     pairs = [(s, o) for s in range(config.num_seeds) for o in range(config.demo_orders)]
+    pending = [(run, run_keys) for run, run_keys in zip(runs, keys)
+               if any(key not in done for key in run_keys)]
+    bar = tqdm(pending, desc="baselines", unit="run", disable=not progress or not pending)
     with single_thread():
-        for run, run_keys in zip(runs, keys):
+        for run, run_keys in bar:
+            bar.set_postfix_str(f"{run.baseline.label} · {tasks[run.task].name}")
             todo = [i for i, key in enumerate(run_keys) if key not in done]
-            if not todo:
-                continue
             task = tasks[run.task]
             tune_baseline(config, run, task.sampler)
             episodes = [draw_episode(config, task, *pairs[i]) for i in todo]
@@ -275,7 +277,7 @@ def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
     run_model_units(config, tasks, folder, shard.mine(todo), shard.log,
                     progress and shard.rank == 0)
     if shard.rank == 0:
-        run_baseline_units(config, tasks, folder, runs, base_keys, done, shard.log)
+        run_baseline_units(config, tasks, folder, runs, base_keys, done, shard.log, progress)
     shard.barrier()
     if shard.rank != 0:
         return None
