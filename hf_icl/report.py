@@ -74,7 +74,8 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
     lines = [f"# {title}", "",
              f"Protocol `{config.protocol}`; {config.num_seeds} seed(s)"
              + (f", {config.num_queries} queries per seed" if config.protocol == "queries" else "")
-             + ". Cells: mean ± std across seeds [95% bootstrap CI over samples].", ""]
+             + ". Cells: mean ± std across seeds [95% bootstrap CI of that mean, queries "
+             "resampled within each demo list].", ""]
     by_task: dict[tuple, list[dict]] = defaultdict(list)
     for s in summary:
         by_task[(s["task"], s["metric"])].append(s)
@@ -95,6 +96,16 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
         lines.append("")
     lines += ["![learning curves](curve.png)", ""]
     return "\n".join(lines)
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """Render a matplotlib figure to PNG bytes and free it (files are written atomically later)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
@@ -138,10 +149,7 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
     fig.legend(handles, learners, loc="lower center", ncol=min(4, len(learners)), fontsize=8,
                frameon=False)
     fig.tight_layout(rect=(0, legend / height, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, 110)
 
 
 def sort_samples(folder: RunFolder, unit_order: list[str]) -> list[dict]:

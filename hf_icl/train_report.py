@@ -4,7 +4,6 @@ position before vs after training, with baselines), and the optional Hub push.""
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from hf_icl.config import to_dict
 from hf_icl.icl_model import save_learner
 from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.train_config import TrainConfig
-from hf_icl.report import library_versions
+from hf_icl.report import library_versions, png_bytes
 from hf_icl.results import RunFolder, atomic_write
 from hf_icl.train_eval import baseline_curves
 from hf_icl.train_setup import learner_info
@@ -86,10 +85,7 @@ def plot(results: dict, rows: list[dict]) -> bytes:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, 110)
 
 
 def results_table(results: dict) -> list[str]:

@@ -6,7 +6,6 @@ every query of every seed (its denominator is small per seed) and shows that den
 
 from __future__ import annotations
 
-import io
 import re
 from collections import defaultdict
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 from hf_icl.config import to_dict
 from hf_icl.metrics import load_metric
 from hf_icl.metrics.vectors import nanmean
-from hf_icl.report import library_versions, sort_samples
+from hf_icl.report import library_versions, png_bytes, sort_samples
 from hf_icl.results import RunFolder, atomic_write
 
 # Per-layer similarities on FT rows: (name, column header), in table order.
@@ -192,10 +191,7 @@ def plot_layers(entries: list[dict], task: str) -> bytes:
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
     fig.suptitle(task)
     fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 4), 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, 100)
 
 
 def write_reports(config, tasks, folder: RunFolder, unit_order: list[str]) -> dict:

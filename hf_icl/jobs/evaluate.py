@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from hf_icl.config import from_dict
 from hf_icl.episode import Episode
-from hf_icl.errors import HfIclError, did_you_mean
+from hf_icl.errors import HfIclError
 from hf_icl.jobs.baselines import (
     BaselineRun,
     append_units,
@@ -24,7 +24,7 @@ from hf_icl.jobs.baselines import (
     plan_baselines,
     tune_baseline,
 )
-from hf_icl.jobs.evaluate_config import EvaluateConfig
+from hf_icl.jobs.evaluate_config import EvaluateConfig, split_task_models
 from hf_icl.jobs.registry import JobOptions, Shard
 from hf_icl.jobs.samples import position_row, query_row, rounded
 from hf_icl.models import load_model
@@ -60,26 +60,10 @@ class Unit:
         return f"{config.models[self.model].label}|{tasks[self.task].name}|{self.seed}|{self.order}"
 
 
-def _task_models(config: EvaluateConfig, ref: Any, where: str) -> tuple[Any, frozenset[int] | None]:
-    """Split a task entry's ``models:`` restriction (model labels) from its task overrides."""
-    if not isinstance(ref, dict) or "models" not in ref:
-        return ref, None
-    ref = dict(ref)
-    wanted = ref.pop("models")
-    labels = [m.label for m in config.models]
-    if not isinstance(wanted, list):
-        raise HfIclError(f"{where}.models: expected a list of model labels, got {wanted!r}")
-    for label in wanted:
-        if label not in labels:
-            raise HfIclError(f"{where}.models: unknown model {label!r}"
-                             f"{did_you_mean(str(label), labels)}; models: {', '.join(labels) or 'none'}")
-    return ref, frozenset(labels.index(label) for label in wanted)
-
-
 def prepare_tasks(config: EvaluateConfig) -> list[TaskRun]:
     runs = []
     for i, ref in enumerate(config.tasks):
-        ref, models = _task_models(config, ref, f"tasks.{i}")
+        ref, models = split_task_models(ref, [m.label for m in config.models], f"tasks.{i}")
         definition, sampler = load_task(ref, where=f"tasks.{i}")
         render = from_dict(RenderOptions, definition.render, source=definition.source,
                            prefix="render")

@@ -46,6 +46,8 @@ class EvaluateConfig:
                     model.momentum = dict(self.momentum)
         if not self.tasks:
             raise ValueError("tasks: list at least one task, e.g. [sentiment]")
+        for i, ref in enumerate(self.tasks):
+            split_task_models(ref, [m.label for m in self.models], f"tasks.{i}")
         if not self.shots or any(k < 0 for k in self.shots):
             raise ValueError(f"shots: expected a non-empty list of integers ≥ 0, got {self.shots}")
         from hf_icl.metrics import PREDICTION_METRICS
@@ -59,3 +61,20 @@ class EvaluateConfig:
         for name in ("num_seeds", "num_queries", "demo_orders", "pack_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")
+
+
+def split_task_models(ref: Any, labels: list[str], where: str) -> tuple[Any, frozenset[int] | None]:
+    """A task entry's ``models:`` restriction as model indices, and the entry without it."""
+    if not isinstance(ref, dict) or "models" not in ref:
+        return ref, None
+    ref = dict(ref)
+    wanted = ref.pop("models")
+    if not isinstance(wanted, list):
+        raise ValueError(f"{where}.models: expected a list of model labels, got {wanted!r}")
+    for label in wanted:
+        if label not in labels:
+            from hf_icl.errors import did_you_mean
+
+            raise ValueError(f"{where}.models: unknown model {label!r}"
+                             f"{did_you_mean(str(label), labels)}; models: {', '.join(labels) or 'none'}")
+    return ref, frozenset(labels.index(label) for label in wanted)

@@ -7,13 +7,12 @@ overlays the train runs (loss, unseen-task metric over training, final learning 
 
 from __future__ import annotations
 
-import io
 import re
 
 from hf_icl.config import to_dict
 from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.suite_config import SuiteConfig
-from hf_icl.report import library_versions
+from hf_icl.report import library_versions, png_bytes
 from hf_icl.results import RunFolder, atomic_write
 
 Config = SuiteConfig
@@ -113,7 +112,4 @@ def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, 110)
