@@ -62,9 +62,17 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
     lines = [f"# {config.title or 'hf-icl suite'}", ""]
     if config.description:
         lines += [config.description.strip(), ""]
-    lines += ["| run | job | folder |", "|---|---|---|"]
-    lines += [f"| {r['name']} | {r['job']} | [{r['name']}/]({r['name']}/report.md) |"
-              for r in results["runs"]]
+    lines += ["| run | job | final training loss | loss 5% below its start at step | folder |",
+              "|---|---|---|---|---|"]
+    for r in results["runs"]:
+        loss, step = "—", "—"
+        if r["job"] == "train":
+            rows = RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
+            found = plateau_end(rows)
+            loss, step = f"{r['results']['final_loss']:.4f}", "not reached" if found is None \
+                else str(found)
+        lines.append(f"| {r['name']} | {r['job']} | {loss} | {step} | "
+                     f"[{r['name']}/]({r['name']}/report.md) |")
     trained = [r for r in results["runs"] if r["job"] == "train"]
     if trained:
         lines += ["", "![train runs overlaid](suite.png)"]
@@ -73,6 +81,16 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
         report = (folder.path / r["name"] / "report.md").read_text(encoding="utf-8")
         lines += ["", _embedded(r["name"], report)]
     folder.write_text("report.md", "\n".join(lines) + "\n")
+
+
+def plateau_end(rows: list[dict], drop: float = 0.05) -> int | None:
+    """First logged step whose training loss is ``drop`` below the first logged loss: the end
+    of the initial plateau (GPICL) for runs that start on one, else how soon learning starts."""
+    train = [r for r in rows if r["kind"] == "train"]
+    if not train:
+        return None
+    start = train[0]["loss"]
+    return next((r["step"] for r in train if r["loss"] <= (1 - drop) * start), None)
 
 
 def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:

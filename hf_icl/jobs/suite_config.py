@@ -10,12 +10,12 @@ from typing import Any, Literal
 from hf_icl.config import from_dict, option, set_path
 from hf_icl.errors import ConfigError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,^+-]*$")
 
 
 @dataclass
 class SuiteRun:
-    name: str = option(help="the run's label and sub-folder (letters, digits, _ . = -)")
+    name: str = option(help="the run's label and sub-folder (letters, digits, _ . = , ^ + -)")
     config: dict[str, Any] = option(default_factory=dict,
                                     help="a job config (job: evaluate, compare or train) "
                                     "merged over the suite's base")
@@ -39,7 +39,7 @@ class SuiteConfig:
         bad = [n for n in names if not _NAME.match(n)]
         if bad:
             raise ValueError(f"runs: name {bad[0]!r} is not a folder name; allowed: letters, "
-                             "digits, _ . = - (not first)")
+                             "digits, _ . = , ^ + - (not first)")
         if len(set(names)) != len(names):
             raise ValueError(f"runs: duplicate run name in {names}")
         for i in range(len(self.runs)):
