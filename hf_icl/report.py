@@ -141,8 +141,11 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
             if 0 in x:
                 ax.scatter([0], y[x == 0], marker="*", s=120, color=colours[model], zorder=3)
         ax.set_xscale("symlog", linthresh=1)
+        if not M.HIGHER_IS_BETTER.get(metric, True):
+            ax.set_yscale("log")  # errors span decades (an interpolation peak, exact fits)
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-3))  # exact fits sit on the floor
         ax.set_xlabel("shots (demonstrations; ★ = zero-shot)")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.set_title(task)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colours[m], marker="o", ms=3) for m in learners]
