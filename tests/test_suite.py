@@ -42,7 +42,8 @@ def test_suite_runs_each_config_in_its_folder_and_resumes(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert report.startswith("# two learning rates and an evaluation\n\nDoes the learning rate")
     assert "](lr=0.03/curves.png)" in report and "](eval/curve.png)" in report
-    assert "\n## " in report and (out / "suite.png").read_bytes()[:4] == b"\x89PNG"
+    assert "\n## Run `lr=0.03`\n" in report and "\n### " in report
+    assert (out / "suite.png").read_bytes()[:4] == b"\x89PNG"
     assert "| lr=0.03 | train | " in report and "| eval | evaluate | — | — |" in report
     files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "checkpoint" not in str(p)
              and "tensorboard" not in str(p) and p.name != "report.md"}

@@ -52,8 +52,8 @@ def summary(results: dict) -> str:
 
 
 def _embedded(name: str, report: str) -> str:
-    """A run's report inside the suite's: headings one level down, links into its folder."""
-    report = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", report, flags=re.M)
+    """A run's report inside the suite's: headings two levels down, links into its folder."""
+    report = re.sub(r"^(#+) ", lambda m: "##" + m.group(1) + " ", report, flags=re.M)
     return re.sub(r"\]\((?!https?:)([^)]+)\)", lambda m: f"]({name}/{m.group(1)})", report)
 
 
@@ -79,7 +79,7 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
         atomic_write(folder.file("suite.png"), plot_train_runs(folder, trained))
     for r in results["runs"]:
         report = (folder.path / r["name"] / "report.md").read_text(encoding="utf-8")
-        lines += ["", _embedded(r["name"], report)]
+        lines += ["", f"## Run `{r['name']}`", "", _embedded(r["name"], report)]
     folder.write_text("report.md", "\n".join(lines) + "\n")
 
 
