@@ -45,6 +45,7 @@ def test_suite_runs_each_config_in_its_folder_and_resumes(tmp_path, capsys):
     assert "\n## Run `lr=0.03`\n" in report and "\n### " in report
     assert (out / "suite.png").read_bytes()[:4] == b"\x89PNG"
     assert "| lr=0.03 | train | " in report and "| eval | evaluate | — | — |" in report
+    assert "| lr=0.03 | train | " in report and " | — | [lr=0.03/]" in report  # regression
     files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "checkpoint" not in str(p)
              and "tensorboard" not in str(p) and p.name != "report.md"}
     # a rerun finds every run finished and rewrites identical files
@@ -67,10 +68,10 @@ def test_bad_suite_configs_are_one_line_errors(tmp_path, capsys):
         assert not (tmp_path / "o").exists()
 
 
-def test_plateau_end_is_the_first_step_five_percent_below_the_start():
+def test_plateau_end_is_the_first_step_five_percent_below_the_level():
     from hf_icl.jobs.suite import plateau_end
 
     rows = [{"kind": "train", "step": s, "loss": v}
-            for s, v in [(10, 1.10), (20, 1.099), (30, 1.06), (40, 1.04), (50, 0.8)]]
-    assert plateau_end(rows + [{"kind": "eval", "step": 40}]) == 40  # 1.04 <= 0.95 * 1.10
-    assert plateau_end(rows[:3]) is None
+            for s, v in [(10, 3.2), (20, 1.10), (30, 1.099), (40, 1.03), (50, 0.8)]]
+    assert plateau_end(rows + [{"kind": "eval", "step": 40}], 1.0986) == 40  # 1.03 <= 0.95 ln 3
+    assert plateau_end(rows[:3], 1.0986) is None

@@ -7,6 +7,7 @@ overlays the train runs (loss, unseen-task metric over training, final learning 
 
 from __future__ import annotations
 
+import math
 import re
 
 from hf_icl.config import to_dict
@@ -62,15 +63,17 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
     lines = [f"# {config.title or 'hf-icl suite'}", ""]
     if config.description:
         lines += [config.description.strip(), ""]
-    lines += ["| run | job | final training loss | loss 5% below its start at step | folder |",
-              "|---|---|---|---|---|"]
-    for r in results["runs"]:
+    lines += ["| run | job | final training loss | loss 5% below ln C (left the plateau) at step "
+              "| folder |", "|---|---|---|---|---|"]
+    for i, r in enumerate(results["runs"]):
         loss, step = "—", "—"
         if r["job"] == "train":
             rows = RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
-            found = plateau_end(rows)
-            loss, step = f"{r['results']['final_loss']:.4f}", "not reached" if found is None \
-                else str(found)
+            loss = f"{r['results']['final_loss']:.4f}"
+            classes = num_classes(config.run_config(i)[1])
+            if classes:
+                found = plateau_end(rows, math.log(classes))
+                step = "not reached" if found is None else str(found)
         lines.append(f"| {r['name']} | {r['job']} | {loss} | {step} | "
                      f"[{r['name']}/]({r['name']}/report.md) |")
     trained = [r for r in results["runs"] if r["job"] == "train"]
@@ -83,14 +86,22 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
     folder.write_text("report.md", "\n".join(lines) + "\n")
 
 
-def plateau_end(rows: list[dict], drop: float = 0.05) -> int | None:
-    """First logged step whose training loss is ``drop`` below the first logged loss: the end
-    of the initial plateau (GPICL) for runs that start on one, else how soon learning starts."""
-    train = [r for r in rows if r["kind"] == "train"]
-    if not train:
-        return None
-    start = train[0]["loss"]
-    return next((r["step"] for r in train if r["loss"] <= (1 - drop) * start), None)
+def num_classes(train_config) -> int | None:
+    """Classes of the first training task; None for regression or differing counts."""
+    from hf_icl.tasks import load_task
+
+    counts = {load_task(ref)[1].episode(0, 1, 0, "train").num_classes for ref in train_config.tasks}
+    return counts.pop() if len(counts) == 1 and None not in counts else None
+
+
+def plateau_end(rows: list[dict], level: float, drop: float = 0.05) -> int | None:
+    """First logged step whose training loss is ``drop`` below ``level``.
+
+    With ``level`` = ln C (the loss of guessing from the label frequencies, where GPICL's loss
+    plateau sits), this is the step at which a run leaves the plateau, or starts to beat it.
+    """
+    return next((r["step"] for r in rows
+                 if r["kind"] == "train" and r["loss"] <= (1 - drop) * level), None)
 
 
 def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
@@ -102,8 +113,13 @@ def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
 
     keys = list(dict.fromkeys((s["task"], s["split"]) for r in runs
                               for s in r["results"]["summary"]))
-    fig, axes = plt.subplots(1, 2 + len(keys), figsize=(4.2 * (2 + len(keys)), 3.6), squeeze=False)
-    axes = axes[0]
+    panels = 2 + len(keys)
+    cols = min(3, panels)
+    rows_ = -(-panels // cols)
+    fig, grid = plt.subplots(rows_, cols, figsize=(5 * cols, 3.8 * rows_), squeeze=False)
+    axes = grid.flat[:panels]
+    for ax in grid.flat[panels:]:
+        ax.set_visible(False)
     for r in runs:
         rows = RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
         train = [x for x in rows if x["kind"] == "train"]
