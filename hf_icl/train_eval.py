@@ -103,7 +103,7 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
 def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
     """The baselines' curves on the same unseen evaluation episodes the model is scored on."""
     from hf_icl.baselines import make_baseline  # scikit-learn: imported only when needed
-    from hf_icl.jobs.baselines import _split_spec, applies
+    from hf_icl.jobs.baselines import _split_spec, applies, position_episode
 
     rows = []
     for i, spec in enumerate(specs):
@@ -113,7 +113,11 @@ def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
             baseline = make_baseline(name, **params)
             if not applies(baseline, episodes[0]):
                 continue
-            baseline.tune(task.eval_episodes("train", section.eval_episodes, section.eval_length))
+            # tuning needs queries: the last example of each meta-train episode is its query;
+            # one query per episode, so take enough episodes for a stable choice
+            held_out = task.eval_episodes("train", max(4 * section.eval_episodes, 256),
+                                          section.eval_length)
+            baseline.tune([position_episode(ep, len(ep.demo_y) - 1) for ep in held_out])
             curve = np.array([_baseline_value(baseline, episodes, k)
                               for k in range(len(episodes[0].demo_y))])
             rows.append({"kind": "baseline", "baseline": baseline.label, "task": task.name,
@@ -123,9 +127,9 @@ def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
 
 
 def _baseline_value(baseline, episodes: list[Episode], k: int) -> float:
-    from hf_icl.jobs.baselines import _position_episode
+    from hf_icl.jobs.baselines import position_episode
 
-    preds = baseline.predict([_position_episode(ep, k) for ep in episodes], k)
+    preds = baseline.predict([position_episode(ep, k) for ep in episodes], k)
     gold = np.array([ep.demo_y[k] for ep in episodes])
     pred = np.array([p.pred[0] for p in preds])
     if episodes[0].is_regression:

@@ -371,3 +371,12 @@ def test_labels_name_non_default_params_so_a_learner_can_be_listed_twice():
     assert make_baseline("gd", gd_steps=5).label == "gd(gd_steps=5)"
     assert make_baseline("ridge", lam=1.0).label == "ridge(lam=1.0)"
     assert make_baseline("ridge").label == "ridge (oracle)"  # λ = σ²/τ² reads the task's σ
+
+
+def test_tuning_needs_episodes_with_queries():
+    from hf_icl.samplers import FAMILIES
+    from hf_icl.samplers.regression import RegressionParams
+
+    sampler = FAMILIES.get("regression")("lin", RegressionParams(dim=3))
+    with pytest.raises(HfIclError, match="tuning episodes need queries"):
+        make_baseline("gd").tune(sampler.episodes(0, 2, 6, 0, "train"))

@@ -281,3 +281,16 @@ def test_looped_model_is_also_evaluated_with_more_loops_than_in_training(tmp_pat
     assert saved["loops"] == 3 and saved["eval_loops"] == [6]
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert "unseen, 6 loops" in {s["split"] for s in summary}
+
+
+def test_tuned_baselines_in_a_train_run_use_held_out_queries(tmp_path):
+    data = {**SMALL_REGRESSION, "baselines": [{"name": "gd", "gd_steps": 5}, "ols"],
+            "train": {**SMALL_REGRESSION["train"], "steps": 2, "eval_every": 2,
+                      "num_examples": 10, "eval_episodes": 16, "checkpoint_every": 0}}
+    out = tmp_path / "run"
+    train_in_process(write_config(tmp_path, data), out)
+    baselines = {b["baseline"]: b["curve"] for b in
+                 json.loads((out / "results.json").read_text())["baselines"]}
+    # d = 3: with 9 examples least squares is exact and tuned 5-step GD gets most of the way
+    assert baselines["ols"][-1] < 1e-6
+    assert baselines["gd(gd_steps=5)"][-1] < 0.5 * baselines["gd(gd_steps=5)"][0]

@@ -126,6 +126,9 @@ class GridTuned(Baseline):
         self._tuning: list[Episode] = []
 
     def tune(self, episodes: list[Episode]) -> None:
+        if any(len(ep.query_y) == 0 for ep in episodes):
+            raise HfIclError(f"baseline {self.name!r}: tuning episodes need queries to score "
+                             "each grid value on")
         self._tuning = list(episodes)
         self.tuned = {}
 

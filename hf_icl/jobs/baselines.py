@@ -77,7 +77,7 @@ def _pred(p: Predictions, q: int) -> Any:
     return float(value) if np.issubdtype(np.asarray(value).dtype, np.floating) else int(value)
 
 
-def _position_episode(ep: Episode, k: int) -> Episode:
+def position_episode(ep: Episode, k: int) -> Episode:
     """Sequential protocol: the first k examples are the demos, example k is the query."""
     return Episode(task=ep.task, family=ep.family, task_id=ep.task_id,
                    demo_x=ep.demo_x[:k], demo_y=ep.demo_y[:k],
@@ -91,7 +91,7 @@ def baseline_rows(config: EvaluateConfig, run: BaselineRun, episodes: list[Episo
     rows: list[list[dict]] = [[] for _ in episodes]
     for k in config.shots:
         if config.protocol == "sequential":
-            preds = run.baseline.predict([_position_episode(ep, k) for ep in episodes], k)
+            preds = run.baseline.predict([position_episode(ep, k) for ep in episodes], k)
             for u, (ep, p) in enumerate(zip(episodes, preds)):
                 rows[u].append({**position_row(bases[u], ep, k), "pred": _pred(p, 0),
                                 "scores": _scores(p, 0)})
