@@ -104,6 +104,9 @@ def plateau_end(rows: list[dict], level: float, drop: float = 0.05) -> int | Non
                  if r["kind"] == "train" and r["loss"] <= (1 - drop) * level), None)
 
 
+BASELINE_STYLES = [":", "--", "-.", (0, (1, 3)), (0, (5, 1))]
+
+
 def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
     """Loss and unseen-task metric over training per run; final learning curves per task."""
     import matplotlib
@@ -134,9 +137,10 @@ def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
                 if (s["task"], s["split"]) == key:
                     ax.plot(s["after"]["curve"], color=line.get_color(), label=r["name"])
                     ax.set_ylabel(s["metric"])
-            for b in r["results"]["baselines"]:
+            for j, b in enumerate(r["results"]["baselines"]):
                 if b["task"] == key[0] and key[1] == "unseen" and r is runs[0]:
-                    ax.plot(b["curve"], linestyle=":", color="grey", label=b["baseline"])
+                    ax.plot(b["curve"], linestyle=BASELINE_STYLES[j % len(BASELINE_STYLES)],
+                            color=str(0.2 + 0.5 * (j % 3) / 2), label=b["baseline"])
     axes[0].set(title="training loss", xlabel="step")
     axes[1].set(title="unseen tasks during training", xlabel="step", ylabel="mean over positions")
     for ax, (task, split) in zip(axes[2:], keys):
