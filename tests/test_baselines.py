@@ -161,7 +161,8 @@ def test_preconditioned_gd_with_meta_covariance_is_an_oracle():
     for ep in episodes:
         ep.meta["input_cov"] = np.eye(5)
     oracle = make_baseline("preconditioned_gd", preconditioner="input_cov", gd_steps=3)
-    assert oracle.uses_meta and oracle.label == "preconditioned_gd (oracle)"
+    assert oracle.uses_meta
+    assert oracle.label == "preconditioned_gd(gd_steps=3, preconditioner=input_cov) (oracle)"
     np.testing.assert_allclose(np.stack([p.pred for p in oracle.predict(episodes, 8)]),
                                preds("gd", episodes, 8, gd_steps=3), rtol=1e-12)
 
