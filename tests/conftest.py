@@ -48,3 +48,12 @@ def text_task_dir(tmp_path: Path) -> Path:
         "  test_file: test.jsonl\n  template: \"Review: {text}\\nSentiment:\"\n"
         "  label_words: [\" negative\", \" positive\"]\n")
     return tmp_path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, so two-process runs never meet a lingering one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

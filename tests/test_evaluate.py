@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port
 
 from hf_icl.cli import main
 
@@ -87,7 +88,7 @@ def test_two_processes_give_the_same_files_as_one(config_path, tmp_path):
     proc = subprocess.run(
         [str(launcher if launcher.exists() else shutil.which("accelerate")), "launch",
          "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", "29531", "-m", "hf_icl", "evaluate",
+         "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "hf_icl", "evaluate",
          str(config_path), "--out", str(two), "--quiet"],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

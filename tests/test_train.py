@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import free_port
 from safetensors.torch import load_file
 
 from hf_icl.cli import main
@@ -122,7 +123,7 @@ def test_two_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
                            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                           "--dynamo_backend", "no", "--main_process_port", "29531", "-m", "hf_icl",
+                           "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "hf_icl",
                            "train", str(config), "--out", str(two), "--quiet"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
