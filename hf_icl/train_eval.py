@@ -80,22 +80,25 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
     runs = [(split, None) for split in ("train", "test")] + \
         [("test", b) for b in getattr(lm_config, "eval_loops", [])]
     rows = []
-    with torch.no_grad():
-        for task in tasks:
-            for split, loops in runs:
-                if task.eval_only and split == "train":
-                    continue
-                name = SPLIT_NAMES[split] + ("" if loops is None else f", {loops} loops")
-                if trained_loops is not None:  # test-time loops of a looped model
-                    lm_config.loops = loops or trained_loops
-                episodes = task.eval_episodes(split, section.eval_episodes, section.eval_length)
-                values = curve_values(model, task, episodes, accelerator, section.eval_batch_size)
-                curve = values.mean(0)
-                rows.append({"kind": "eval", "step": step, "task": task.name, "split": name,
-                             "metric": task.metric,
-                             **summarise(curve), "curve": [round(float(v), 5) for v in curve]})
-    if trained_loops is not None:
-        lm_config.loops = trained_loops
+    try:
+        with torch.no_grad():
+            for task in tasks:
+                for split, loops in runs:
+                    if task.eval_only and split == "train":
+                        continue
+                    name = SPLIT_NAMES[split] + ("" if loops is None else f", {loops} loops")
+                    if trained_loops is not None:  # test-time loops of a looped model
+                        lm_config.loops = loops or trained_loops
+                    episodes = task.eval_episodes(split, section.eval_episodes, section.eval_length)
+                    values = curve_values(model, task, episodes, accelerator,
+                                          section.eval_batch_size)
+                    curve = values.mean(0)
+                    rows.append({"kind": "eval", "step": step, "task": task.name, "split": name,
+                                 "metric": task.metric, **summarise(curve),
+                                 "curve": [round(float(v), 5) for v in curve]})
+    finally:
+        if trained_loops is not None:
+            lm_config.loops = trained_loops
     model.train()
     return rows
 

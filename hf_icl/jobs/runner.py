@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from hf_icl.config import from_dict, to_dict
@@ -37,6 +38,22 @@ def _agree(shard, error: HfIclError | None) -> None:
         raise error
 
 
+@contextmanager
+def claimed(folder: RunFolder, resolved: dict, overwrite: bool, shard) -> Iterator[None]:
+    """The main process prepares and locks ``folder`` for the body; every process learns
+    whether that worked (so a refused folder stops all of them with the same error)."""
+    with ExitStack() as stack:
+        error = None
+        if shard.rank == 0:
+            try:
+                folder.prepare(resolved, overwrite)
+                stack.enter_context(folder.lock())
+            except HfIclError as err:
+                error = err
+        _agree(shard, error)
+        yield
+
+
 def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: bool,
             options: JobOptions) -> dict | None:
     """Validate, prepare the folder (main process), lock it, run the job, print its summary."""
@@ -45,15 +62,7 @@ def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: boo
     resolved = to_dict(config)
     folder = RunFolder(out or default_out(path, resolved))
     options.shard = make_shard()
-    with ExitStack() as stack:
-        error = None
-        if options.shard.rank == 0:
-            try:
-                folder.prepare(resolved, overwrite)
-                stack.enter_context(folder.lock())
-            except HfIclError as err:
-                error = err
-        _agree(options.shard, error)
+    with claimed(folder, resolved, overwrite, options.shard):
         results = module.run(config, folder, options)
     if results is not None:
         print(module.summary(results))

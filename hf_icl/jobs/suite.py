@@ -12,6 +12,7 @@ import re
 
 from hf_icl.config import to_dict
 from hf_icl.jobs.registry import JobOptions
+from hf_icl.jobs.runner import claimed
 from hf_icl.jobs.suite_config import SuiteConfig
 from hf_icl.report import library_versions, png_bytes
 from hf_icl.results import RunFolder, atomic_write
@@ -26,14 +27,8 @@ def run(config: SuiteConfig, folder: RunFolder, options: JobOptions) -> dict | N
         sub = RunFolder(folder.path / spec.name)
         if options.shard.rank == 0:
             print(f"\n== suite run {i + 1}/{len(config.runs)}: {spec.name} ({run_config.job}) ==")
-            sub.prepare(to_dict(run_config), overwrite=False)
-        options.shard.barrier()
-        if options.shard.rank == 0:
-            with sub.lock():
-                result = module.run(run_config, sub, options)
-        else:
-            result = module.run(run_config, sub, options)
-        results.append(result)
+        with claimed(sub, to_dict(run_config), False, options.shard):
+            results.append(module.run(run_config, sub, options))
     if options.shard.rank != 0:
         return None
     summary = {"job": "suite", "config": to_dict(config), "versions": library_versions(),
@@ -65,10 +60,12 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
         lines += [config.description.strip(), ""]
     lines += ["| run | job | final training loss | loss 5% below ln C (left the plateau) at step "
               "| folder |", "|---|---|---|---|---|"]
+    metrics = {r["name"]: RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
+               for r in results["runs"] if r["job"] == "train"}
     for i, r in enumerate(results["runs"]):
         loss, step = "—", "—"
         if r["job"] == "train":
-            rows = RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
+            rows = metrics[r["name"]]
             loss = f"{r['results']['final_loss']:.4f}"
             classes = num_classes(config.run_config(i)[1])
             if classes:
@@ -79,7 +76,7 @@ def write_reports(config: SuiteConfig, folder: RunFolder, results: dict) -> None
     trained = [r for r in results["runs"] if r["job"] == "train"]
     if trained:
         lines += ["", "![train runs overlaid](suite.png)"]
-        atomic_write(folder.file("suite.png"), plot_train_runs(folder, trained))
+        atomic_write(folder.file("suite.png"), plot_train_runs(trained, metrics))
     for r in results["runs"]:
         report = (folder.path / r["name"] / "report.md").read_text(encoding="utf-8")
         lines += ["", f"## Run `{r['name']}`", "", _embedded(r["name"], report)]
@@ -107,7 +104,7 @@ def plateau_end(rows: list[dict], level: float, drop: float = 0.05) -> int | Non
 BASELINE_STYLES = [":", "--", "-.", (0, (1, 3)), (0, (5, 1))]
 
 
-def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
+def plot_train_runs(runs: list[dict], metrics: dict[str, list[dict]]) -> bytes:
     """Loss and unseen-task metric over training per run; final learning curves per task."""
     import matplotlib
 
@@ -124,7 +121,7 @@ def plot_train_runs(folder: RunFolder, runs: list[dict]) -> bytes:
     for ax in grid.flat[panels:]:
         ax.set_visible(False)
     for r in runs:
-        rows = RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
+        rows = metrics[r["name"]]
         train = [x for x in rows if x["kind"] == "train"]
         line, = axes[0].plot([x["step"] for x in train], [x["loss"] for x in train], label=r["name"])
         for key in keys:
