@@ -108,6 +108,23 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def panel_grid(count: int, columns: int = 3, extra_height: float = 0.0):
+    """A figure with ``count`` panels on a grid of at most ``columns`` columns, unused cells hidden;
+    returns (figure, the ``count`` axes in reading order)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(columns, count)
+    rows = -(-count // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows + extra_height),
+                             squeeze=False)
+    for ax in grid.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(grid.flat[:count])
+
+
 def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
     """One panel per task (its first metric); a line per learner with its CI band; ★ = zero-shot."""
     import matplotlib
@@ -122,14 +139,10 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
     learners = list(dict.fromkeys(s["model"] for s in summary))
     palette = plt.get_cmap("tab10" if len(learners) <= 10 else "tab20")
     colours = {m: palette(i % palette.N) for i, m in enumerate(learners)}
-    cols = min(columns, len(panels))
-    rows = -(-len(panels) // cols)
     legend = 0.28 * -(-len(learners) // 4) + 0.15  # inches below the panels
-    height = 3.8 * rows + legend
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, height), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    for ax, (task, metric) in zip(axes.flat, panels):
+    fig, axes = panel_grid(len(panels), columns, extra_height=legend)
+    height = fig.get_figheight()
+    for ax, (task, metric) in zip(axes, panels):
         items = [s for s in summary if s["task"] == task and s["metric"] == metric]
         for model in dict.fromkeys(s["model"] for s in items):
             pts = sorted((s for s in items if s["model"] == model), key=lambda s: s["shots"])

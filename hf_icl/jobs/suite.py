@@ -14,7 +14,7 @@ from hf_icl.config import to_dict
 from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.runner import claimed
 from hf_icl.jobs.suite_config import SuiteConfig
-from hf_icl.report import library_versions, png_bytes
+from hf_icl.report import library_versions, panel_grid, png_bytes
 from hf_icl.results import RunFolder, atomic_write
 
 Config = SuiteConfig
@@ -106,20 +106,9 @@ BASELINE_STYLES = [":", "--", "-.", (0, (1, 3)), (0, (5, 1))]
 
 def plot_train_runs(runs: list[dict], metrics: dict[str, list[dict]]) -> bytes:
     """Loss and unseen-task metric over training per run; final learning curves per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = list(dict.fromkeys((s["task"], s["split"]) for r in runs
                               for s in r["results"]["summary"]))
-    panels = 2 + len(keys)
-    cols = min(3, panels)
-    rows_ = -(-panels // cols)
-    fig, grid = plt.subplots(rows_, cols, figsize=(5 * cols, 3.8 * rows_), squeeze=False)
-    axes = grid.flat[:panels]
-    for ax in grid.flat[panels:]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(2 + len(keys))
     for r in runs:
         rows = metrics[r["name"]]
         train = [x for x in rows if x["kind"] == "train"]
