@@ -27,7 +27,6 @@ before the current ones.
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from hf_icl.errors import HfIclError, unknown_name
+from hf_icl.kv_cache import find_cache, output_cache
 
 VARIANTS = ("additive", "recursive")
 CONFIG_KEY = "hf_icl_momentum"
@@ -477,15 +477,9 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _argument(module: nn.Module, args: tuple, kwargs: dict, name: str):
-    if name in kwargs or not args:
-        return kwargs.get(name)
-    return inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments.get(name)
-
-
 def _open_forward(decoder: nn.Module, args: tuple, kwargs: dict) -> None:
     """Before the decoder runs: tell the layers what its cache holds."""
-    cache = _argument(decoder, args, kwargs, "past_key_values")
+    cache = find_cache([*args, *kwargs.values()])
     past_length = cache.get_seq_length() if cache is not None else 0
     history = getattr(cache, _HISTORY, None)
     if history is not None:
@@ -499,7 +493,7 @@ def _close_forward(decoder: nn.Module, args: tuple, kwargs: dict, output) -> Non
     """After the decoder ran: record what the cache now holds."""
     state = getattr(decoder, _STATE)
     context, state.forward = state.forward, None
-    cache = getattr(output, "past_key_values", None)
+    cache = output_cache(output)
     if context is not None and context.new_positions is not None and cache is not None:
         setattr(cache, _HISTORY, context.extended_history())
 

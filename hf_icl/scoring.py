@@ -17,6 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from hf_icl.errors import HfIclError
+from hf_icl.kv_cache import cache_kwargs
 from hf_icl.render.text import RenderedEpisode, RenderedSequence
 
 
@@ -59,7 +60,7 @@ def _prefix_cache(model, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tenso
     allowed = pos[:, None] >= pos[None, :]
     cache = DynamicCache()
     model(input_ids=torch.tensor([ids], device=device), position_ids=pos[None],
-          attention_mask=build_masks(model, allowed, pos, pos), past_key_values=cache,
+          attention_mask=build_masks(model, allowed, pos, pos), **cache_kwargs(model, cache),
           use_cache=True, logits_to_keep=1)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -100,7 +101,7 @@ def _forward_row(model, prefix: list[tuple[torch.Tensor, torch.Tensor]], length:
     starts = np.cumsum([0] + [len(seg.ids) for seg in row])
     flat = [int(starts[i] + p) for i, positions in enumerate(read) for p in positions]
     out = model(input_ids=torch.tensor([ids], device=device), position_ids=q_pos[None],
-                attention_mask=build_masks(model, allowed, q_pos, k_pos), past_key_values=cache,
+                attention_mask=build_masks(model, allowed, q_pos, k_pos), **cache_kwargs(model, cache),
                 use_cache=cache is not None, logits_to_keep=torch.tensor(flat, device=device))
     return out.logits[0].float().log_softmax(-1)
 

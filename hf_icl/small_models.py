@@ -22,6 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel
 
 from hf_icl.config import option
+from hf_icl.kv_cache import cache_argument
 
 
 @dataclass
@@ -84,7 +85,8 @@ class LoopedLlamaModel(LlamaModel):
         if position_ids is None:
             position_ids = torch.arange(embeds.shape[1], device=embeds.device)[None]
         mask = create_causal_mask(config=self.config, inputs_embeds=embeds,
-                                  attention_mask=attention_mask, past_key_values=None,
+                                  attention_mask=attention_mask,
+                                  **{cache_argument(create_causal_mask): None},
                                   position_ids=position_ids)
         rope = self.rotary_emb(embeds, position_ids=position_ids)
         loops = self.config.loops

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import sys
 
@@ -35,6 +36,12 @@ from hf_icl.errors import HfIclError
 VOCAB = 1000
 WINDOW = 8
 ARCHS = ["llama", "qwen2", "gemma3"]
+# Every keyword the installed transformers takes the KV cache under (5.24 added `cache` and
+# deprecated `past_key_values`): momentum's bookkeeping must see the cache under either.
+CACHE_NAMES = ["past_key_values"] + (
+    ["cache"] if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else []
+)
+cache_names = pytest.mark.parametrize("cache_name", CACHE_NAMES)
 
 
 def tiny_model(arch: str, dtype: torch.dtype = torch.float32):
@@ -204,8 +211,10 @@ def mask_argument(arch: str, full: torch.Tensor, sliding: torch.Tensor):
     return full[None, None]
 
 
+@pytest.mark.filterwarnings("ignore:.*deprecated:FutureWarning")
+@cache_names
 @pytest.mark.parametrize("arch", ARCHS)
-def test_packed_and_prefix_cached_scoring_match_separate_prompts(arch):
+def test_packed_and_prefix_cached_scoring_match_separate_prompts(arch, cache_name):
     model = tiny_model(arch)
     enable_momentum(model, 0.8)
     prefix = tokens(14, seed=2)
@@ -224,26 +233,28 @@ def test_packed_and_prefix_cached_scoring_match_separate_prompts(arch):
         # A config-less DynamicCache keeps every prefix token in sliding layers too; the mask
         # applies the window.
         cache = DynamicCache()
-        model(prefix[None], past_key_values=cache, use_cache=True)
+        model(prefix[None], **{cache_name: cache}, use_cache=True)
         rows = slice(len(prefix), None)
         cached = model(
             ids[None, rows],
             attention_mask=mask_argument(arch, full[rows], sliding[rows]),
             position_ids=positions[None, rows],
-            past_key_values=copy.deepcopy(cache),
+            **{cache_name: copy.deepcopy(cache)},
         ).logits[0, [e - len(prefix) for e in ends]]
         cropped = []
         for cut, query in queries:
             short = copy.deepcopy(cache)
             short.crop(cut - len(prefix))  # 5.23: a negative count of tokens to drop
-            cropped.append(model(query[None], past_key_values=short).logits[0, -1])
+            cropped.append(model(query[None], **{cache_name: short}).logits[0, -1])
     for got in (packed, cached, torch.stack(cropped)):
         torch.testing.assert_close(got, separate, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:.*deprecated:FutureWarning")
+@cache_names
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("variant", ["additive", "recursive"])
-def test_cached_decoding_matches_full_forward(arch, variant):
+def test_cached_decoding_matches_full_forward(arch, variant, cache_name):
     model = tiny_model(arch)
     enable_momentum(model, 0.7, variant=variant)
     ids = tokens(2, 20, seed=6)
@@ -252,9 +263,9 @@ def test_cached_decoding_matches_full_forward(arch, variant):
     with torch.no_grad():
         full = model(ids, attention_mask=mask).logits
         cache = DynamicCache(config=model.config)
-        steps = [model(ids[:, :7], attention_mask=mask[:, :7], past_key_values=cache).logits]
+        steps = [model(ids[:, :7], attention_mask=mask[:, :7], **{cache_name: cache}).logits]
         for t in range(7, 20):
-            step = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], past_key_values=cache)
+            step = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], **{cache_name: cache})
             steps.append(step.logits)
     real = mask.bool()
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], rtol=1e-5, atol=1e-5)
