@@ -7,22 +7,21 @@ whole batch (the sampler guarantees per-batch properties such as bias_fraction) 
 its own slice of each accumulation step; the loss is a sum over label positions divided by the
 batch's total number of labels, so gradients do not depend on the number of processes.
 
-Resume: ``accelerator.save_state`` writes ``checkpoints/step-N.tmp`` (trainable weights,
-optimizer, scheduler, RNG states, step), renamed to ``step-N`` once complete. A rerun loads
-the newest complete checkpoint and drops later lines of metrics.jsonl, so a killed and resumed
-run ends with the same weights and logs as an uninterrupted one.
+Resume: checkpoints (trainable weights, optimizer, scheduler, RNG states, step) are complete
+by construction (see train_checkpoints). A rerun loads the newest complete checkpoint and drops
+later lines of metrics.jsonl, so a killed and resumed run ends with the same weights and logs
+as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
+import os
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -32,10 +31,9 @@ from hf_icl.icl_model import loss_sum
 from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.train_config import TrainConfig, TrainSection
 from hf_icl.results import RunFolder
+from hf_icl.train_checkpoints import Checkpoints, load_newest
 from hf_icl.train_eval import evaluate_learner
 from hf_icl.train_setup import TrainTask, build_learner
-
-STEP_PREFIX = "step-"
 
 
 @dataclass
@@ -56,13 +54,27 @@ class Progress:
         vars(self).update(state)
 
 
+def check_environment(section: TrainSection) -> None:
+    """What this machine cannot run, checked before the run folder is written. An FSDP launch
+    (``accelerate launch`` sets ACCELERATE_USE_FSDP) needs a GPU: accelerate selects FSDP only
+    for GPU runs, so with ``cpu=True`` it would silently train as DDP, every process holding
+    the whole model."""
+    if torch.cuda.is_available():
+        return
+    if section.mixed_precision == "fp16":
+        raise HfIclError("train.mixed_precision: fp16 needs a GPU; use bf16 on CPU")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes", "on"):
+        raise HfIclError("accelerate launch asked for FSDP (ACCELERATE_USE_FSDP) but this machine "
+                         "has no GPU, and accelerate runs FSDP only on GPUs (on CPU it would "
+                         "silently be DDP); launch with accelerate_configs/ddp_2proc.yaml instead")
+
+
 def make_accelerator(section: TrainSection, folder: RunFolder):
     """CPU or GPU from what is available; TensorBoard only if it is installed."""
     from accelerate import Accelerator
 
+    check_environment(section)
     cuda = torch.cuda.is_available()
-    if section.mixed_precision == "fp16" and not cuda:
-        raise HfIclError("train.mixed_precision: fp16 needs a GPU; use bf16 on CPU")
     tracker = "tensorboard" if importlib.util.find_spec("tensorboard") else None
     return Accelerator(cpu=not cuda, mixed_precision=section.mixed_precision,
                        step_scheduler_with_optimizer=False, log_with=tracker,
@@ -78,46 +90,14 @@ def keep_trainable(models: list, weights: list, output_dir: str) -> None:
             weights[i] = OrderedDict((k, v) for k, v in weights[i].items() if k in names)
 
 
-class Checkpoints:
-    """``checkpoints/step-N`` folders: written under a temporary name, the newest M kept."""
-
-    def __init__(self, folder: Path, keep: int) -> None:
-        self.folder = folder
-        self.keep = keep
-
-    def complete(self) -> list[Path]:
-        found = [p for p in self.folder.glob(f"{STEP_PREFIX}*")
-                 if p.is_dir() and p.name.removeprefix(STEP_PREFIX).isdigit()]
-        return sorted(found, key=lambda p: int(p.name.removeprefix(STEP_PREFIX)))
-
-    def save(self, accelerator, step: int) -> None:
-        final = self.folder / f"{STEP_PREFIX}{step}"
-        tmp = final.with_name(final.name + ".tmp")
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            for old in self.complete()[:-self.keep]:
-                shutil.rmtree(old)
-        accelerator.wait_for_everyone()
-
-
 def resume(accelerator, checkpoints: Checkpoints, folder: RunFolder) -> bool:
     """Load the newest complete checkpoint; keep only the metrics lines up to its step."""
-    found = checkpoints.complete()
-    step = -1
-    if found:
-        accelerator.load_state(str(found[-1]), strict=False)
-        step = int(found[-1].name.removeprefix(STEP_PREFIX))
+    step = load_newest(accelerator, checkpoints)
     if accelerator.is_main_process:
         kept = [r for r in folder.read_jsonl("metrics.jsonl") if r["step"] <= step]
         folder.write_text("metrics.jsonl", "".join(_line(r) for r in kept))
     accelerator.wait_for_everyone()
-    return bool(found)
+    return step >= 0
 
 
 def _line(row: dict) -> str:

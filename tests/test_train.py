@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,29 +91,114 @@ def test_loss_decreases_and_outputs_are_written(tmp_path):
     assert (out / "curves.png").stat().st_size > 0
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """SMALL_REGRESSION trained without interruption (checkpoints step-55 and step-60 kept)."""
+    folder = tmp_path_factory.mktemp("reference")
+    train_in_process(write_config(folder, SMALL_REGRESSION), folder / "run")
+    return folder / "run"
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    """Bitwise the same final weights, and the same training log apart from timings."""
+    resumed, uninterrupted = weights(run), weights(reference)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    strip = [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows(run, "train")]
+    assert strip == [{k: v for k, v in r.items() if k != "tokens_per_s"}
+                     for r in rows(reference, "train")]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, reference, capsys):
+    """SIGKILL while checkpoint 10 is being written (or just after), then the same command."""
     config = write_config(tmp_path, SMALL_REGRESSION)
     killed = tmp_path / "killed"
+    saved = killed / "checkpoints"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "hf_icl", "train", str(config), "--out",
                              str(killed), "--quiet"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while not (killed / "checkpoints" / "step-5").is_dir():
+    while not ((saved / "step-10.tmp").is_dir() or (saved / "step-10").is_dir()):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.005)
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    assert not (killed / "model").exists()
+    assert (saved / "step-5").is_dir() and not (killed / "model").exists()
     train_in_process(config, killed)  # the same command continues from the checkpoint
-    reference = tmp_path / "reference"
-    train_in_process(config, reference)
-    resumed, uninterrupted = weights(killed), weights(reference)
-    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
-    strip = [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows(killed, "train")]
-    assert strip == [{k: v for k, v in r.items() if k != "tokens_per_s"}
-                     for r in rows(reference, "train")]
-    assert len(list((killed / "checkpoints").iterdir())) == 2  # keep_checkpoints
+    assert "skipped" not in capsys.readouterr().err  # step-10.tmp is no candidate
+    assert_same_run(killed, reference)
+    assert sorted(p.name for p in saved.iterdir()) == ["step-55", "step-60"]  # keep_checkpoints
+
+
+def interrupted_copy(reference: Path, to: Path) -> Path:
+    """The reference run as if killed after its last checkpoint, before the final outputs."""
+    shutil.copytree(reference, to)
+    (to / "results.json").unlink()
+    shutil.rmtree(to / "model")
+    return to
+
+
+@pytest.mark.parametrize("damage", ["deleted file", "truncated file", "no marker"])
+def test_half_written_checkpoint_resumes_from_the_previous_one(tmp_path, reference, capsys,
+                                                               damage):
+    from hf_icl.train_checkpoints import MARKER, problem
+
+    run = interrupted_copy(reference, tmp_path / "run")
+    newest = run / "checkpoints" / "step-60"
+    if damage == "deleted file":
+        (newest / "optimizer.bin").unlink()
+    elif damage == "truncated file":
+        data = (newest / "model.safetensors").read_bytes()
+        (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    else:  # as a checkpoint written before markers existed
+        (newest / MARKER).unlink()
+    train_in_process(write_config(tmp_path, SMALL_REGRESSION), run)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"hf-icl: warning: checkpoint {newest} ")
+    assert warnings[0].endswith("; resuming from step-55")
+    assert_same_run(run, reference)
+    assert problem(newest) is None  # rewritten complete
+
+
+def test_checkpoint_check_names_each_problem(tmp_path, reference, capsys):
+    from hf_icl.train_checkpoints import MARKER, Checkpoints, problem
+
+    saved = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints", saved)
+    newest, older = saved / "step-60", saved / "step-55"
+    assert problem(newest) is None and problem(older) is None
+    state = newest / "scheduler.bin"
+    original = state.read_bytes()
+    state.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
+    assert problem(newest) == "scheduler.bin does not match its SHA-256 in the marker"
+    state.write_bytes(original + b"\0")
+    assert problem(newest) == (f"scheduler.bin has {len(original) + 1} bytes, "
+                               f"the marker lists {len(original)}")
+    (newest / MARKER).write_text(json.dumps({"step": 55, "files": {}}))
+    assert problem(newest) == "its marker is for step 55"
+    (newest / MARKER).write_text('{"step": 6')
+    assert problem(newest).startswith(f"unreadable completion marker {MARKER}")
+    (older / MARKER).unlink()
+    assert Checkpoints(saved, 2).newest_complete() is None
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" skipped: ")[0] for line in err] == [
+        f"hf-icl: warning: checkpoint {newest}", f"hf-icl: warning: checkpoint {older}"]
+    assert all(line.endswith("; training starts from step 0") for line in err)
+
+
+def test_fsdp_without_gpu_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """accelerate runs an FSDP config on a CPU-only machine as DDP: refused instead."""
+    if torch.cuda.is_available():
+        pytest.skip("FSDP runs on GPUs")
+    for key, value in {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
+                       "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP"}.items():
+        monkeypatch.setenv(key, value)  # what `accelerate launch` with fsdp_2gpu.yaml sets
+    out = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path, SMALL_REGRESSION)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-icl: error: accelerate launch asked for FSDP") and "no GPU" in err
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_two_processes_match_one(tmp_path):

@@ -12,6 +12,12 @@ from hf_icl.results import RunFolder
 Config = TrainConfig
 
 
+def check_environment(config: TrainConfig) -> None:
+    from hf_icl.train import check_environment
+
+    check_environment(config.train)
+
+
 def run(config: TrainConfig, folder: RunFolder, options: JobOptions) -> dict | None:
     from hf_icl.train import train
 
