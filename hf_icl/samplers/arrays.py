@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 
 from hf_icl.errors import HfIclError, did_you_mean
+from hf_icl.hub import hub_reason, one_line
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 _SKLEARN_PREFIX = "sklearn:"
@@ -78,7 +79,7 @@ def open_dataset(spec: str, split: str, base_dir: str = "") -> datasets.Dataset:
     try:
         return datasets.load_dataset(spec, split=split)
     except Exception as err:  # offline, unknown repo, missing split...: all reported the same way
-        reason = " ".join(str(err).split())[:300]
+        reason = hub_reason(err) or one_line(err)
         raise HfIclError(f"dataset {spec!r} is neither sklearn:NAME nor a folder, and loading "
                          f"it from the Hub failed: {reason}") from None
 

@@ -18,6 +18,7 @@ import numpy as np
 from hf_icl.config import option
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
+from hf_icl.hub import hub_errors
 from hf_icl.samplers.base import FAMILIES, Split, TaskSampler, rng_for
 
 UNRELATED_WORDS = [" @", " #", " $", " %", " &", " *", " +", " ="]
@@ -60,17 +61,47 @@ class TextParams:
             raise ValueError(f"template: {self.template!r} has no {{column}} field")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    """Rows of a JSONL file and where each one is (``path:line``, for error messages)."""
     if not path.is_file():
         raise HfIclError(f"{path}: no such data file")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise HfIclError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    rows, places = [], []
+    for i, line in enumerate(lines, 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise HfIclError(f"{path}:{i}: invalid JSON ({err.msg})") from None
-    return rows
+            places.append(f"{path}:{i}")
+    return rows, places
+
+
+def _check_row(row: object, place: str, fields: list[str], label: str, num_classes: int) -> None:
+    """One data row: a mapping whose template fields are text or numbers and whose label is a
+    class index (anything else would be rendered as text or fail later with a traceback)."""
+    if not isinstance(row, dict):
+        raise HfIclError(f"{place}: expected an object with fields, got {type(row).__name__}")
+    for name in [*fields, label]:
+        if name not in row:
+            raise HfIclError(f"{place}: missing field {name!r}; fields: {', '.join(row)}")
+        if row[name] is None:
+            raise HfIclError(f"{place}: field {name!r} is null")
+    for name in fields:
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise HfIclError(f"{place}: field {name!r} must be text or a number, got "
+                             f"{type(value).__name__} {json.dumps(value)[:60]}")
+    value = row[label]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HfIclError(f"{place}: label field {label!r} must be an integer class index, got "
+                         f"{type(value).__name__} {json.dumps(value)[:60]}")
+    if not 0 <= value < num_classes:
+        raise HfIclError(f"{place}: label {value!r} is outside 0..{num_classes - 1} "
+                         f"({num_classes} label words)")
 
 
 @FAMILIES.register("text_classification")
@@ -87,31 +118,32 @@ class TextClassificationSampler(TaskSampler):
         if p.dataset:
             import datasets
 
-            rows = datasets.load_dataset(p.dataset, p.dataset_config, split=split).to_list()
-            where = f"dataset {p.dataset} split {split}"
+            where = f"task {self.name!r}: dataset {p.dataset!r}" + \
+                (f" ({p.dataset_config})" if p.dataset_config else "") + f" split {split!r}"
+            with hub_errors(where, also=(ValueError, FileNotFoundError)):
+                rows = datasets.load_dataset(p.dataset, p.dataset_config, split=split).to_list()
+            places = [f"{where} row {i}" for i in range(len(rows))]
         else:
             file = p.train_file if split == p.train_split else p.test_file
             path = Path(p.base_dir) / file
-            rows, where = _read_jsonl(path), str(path)
+            (rows, places), where = _read_jsonl(path), str(path)
         if not rows:
             raise HfIclError(f"{where}: empty task data")
-        return self._check_rows(rows, where)
+        return self._check_rows(rows, places, where)
 
-    def _check_rows(self, rows: list[dict], where: str) -> list[dict]:
+    def _check_rows(self, rows: list[dict], places: list[str], where: str) -> list[dict]:
         p = self.params
-        if p.label_column not in rows[0]:
-            raise HfIclError(f"{where}: no label column {p.label_column!r}; "
-                             f"columns: {', '.join(rows[0])}")
         fields = [f for _, f, _, _ in string.Formatter().parse(p.template) if f]
-        missing = [f for f in fields if f not in rows[0]]
+        first = rows[0] if isinstance(rows[0], dict) else {}
+        columns = ", ".join(first)  # a typo in label_column or the template: list the columns
+        if first and p.label_column not in first:
+            raise HfIclError(f"{where}: no label column {p.label_column!r}; columns: {columns}")
+        missing = [f for f in fields if first and f not in first]
         if missing:
             raise HfIclError(f"{where}: template field {missing[0]!r} is not a column; "
-                             f"columns: {', '.join(rows[0])}")
-        bad = [r[p.label_column] for r in rows
-               if not isinstance(r[p.label_column], int) or not 0 <= r[p.label_column] < self.num_classes]
-        if bad:
-            raise HfIclError(f"{where}: label {bad[0]!r} is outside 0..{self.num_classes - 1} "
-                             f"({self.num_classes} label words)")
+                             f"columns: {columns}")
+        for row, place in zip(rows, places):
+            _check_row(row, place, fields, p.label_column, self.num_classes)
         return rows
 
     @cached_property
