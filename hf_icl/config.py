@@ -123,7 +123,21 @@ def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "")
     except (ValueError, TypeError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{_where(source, prefix)}: {err}") from None
+        raise ConfigError(f"{_where(source, _field_key(str(err), fields, prefix))}: "
+                          f"{_field_message(str(err), fields)}") from None
+
+
+def _field_key(message: str, fields: dict, prefix: str) -> str:
+    """A check's message 'field: ...' names the key, so the location can be 'prefix.field'."""
+    head, sep, _ = message.partition(": ")
+    if sep and head.split(".")[0] in fields:
+        return f"{prefix}.{head}" if prefix else head
+    return prefix
+
+
+def _field_message(message: str, fields: dict) -> str:
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.split(".")[0] in fields else message
 
 
 def to_dict(obj: Any) -> Any:
@@ -152,20 +166,46 @@ def read_yaml(path: str | Path) -> dict:
 
 
 _INDEX = re.compile(r"^\d+$")
+_KEY = re.compile(r"^[^\s.=]+$")
+_SET_FORMAT = "expected KEY=VALUE with a dotted key (list indices allowed) and a YAML value, " \
+    "e.g. models.0.dtype=bfloat16 or shots=[0,4]"
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
     """Apply ``key.sub.0=value`` overrides (value parsed as YAML) to a nested dict in place."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"{source} {item!r}: expected key=value, e.g. models.0.dtype=bfloat16")
-        path, raw = item.split("=", 1)
-        set_path(data, path, yaml.safe_load(raw) if raw else "", source)
+        path, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{source} {item!r}: {_SET_FORMAT}")
+        _check_key(path, f"{source} {item!r}")
+        set_path(data, path, _override_value(item, raw, source), source)
     return data
+
+
+def _override_value(item: str, raw: str, source: str) -> Any:
+    """The YAML value of one override ('' stays an empty string)."""
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"{source} {item!r}: the value {raw!r} is not valid YAML ({problem}); "
+                          "write lists as [0,4] and quote text that holds YAML syntax, e.g. "
+                          "key='\"a: b\"'") from None
+
+
+def _check_key(path: str, where: str) -> None:
+    """Dotted keys: non-empty parts without spaces or '=' (list indices are digits)."""
+    bad = next((part for part in path.split(".") if not _KEY.match(part)), None)
+    if bad is not None:
+        what = "an empty key part" if not bad else f"key part {bad!r} holds spaces"
+        raise ConfigError(f"{where}: {what}; {_SET_FORMAT}")
 
 
 def set_path(data: dict, path: str, value: Any, source: str = "--set") -> None:
     """Set ``value`` at a dotted ``path`` (list indices allowed) of a nested dict, in place."""
+    _check_key(path, f"{source} {path!r}")
     parts = path.split(".")
     node: Any = data
     for i, part in enumerate(parts):
@@ -173,8 +213,9 @@ def set_path(data: dict, path: str, value: Any, source: str = "--set") -> None:
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not _INDEX.match(part) or int(part) >= len(node):
-                raise ConfigError(
-                    f"{source} {path}: {where!r} is not an index of a list of length {len(node)}")
+                allowed = f"0..{len(node) - 1}" if node else "none: the list is empty"
+                raise ConfigError(f"{source} {path}: {where!r} is not an index of a list of "
+                                  f"length {len(node)} (indices: {allowed})")
             idx = int(part)
             if last:
                 node[idx] = value
@@ -188,4 +229,5 @@ def set_path(data: dict, path: str, value: Any, source: str = "--set") -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])!r} is not a mapping or list")
+            raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])!r} is "
+                              f"{type(node).__name__} {node!r}, not a mapping or list")

@@ -15,6 +15,7 @@ from hf_icl.errors import HfIclError
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.jobs.samples import log_probs, position_row, query_row
 from hf_icl.results import RunFolder
+from hf_icl.tasks import located
 
 TUNE_EPISODES = 32
 
@@ -49,6 +50,8 @@ def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode
     runs = []
     for i, spec in enumerate(config.baselines):
         name, params = _split_spec(spec, i)
+        with located(f"baselines.{i}"):
+            make_baseline(name, **params)  # an unknown name or bad params fail here, located
         matched = False
         for t, episode in enumerate(example_episodes):
             baseline = make_baseline(name, **params)

@@ -26,14 +26,14 @@ from hf_icl.finetune import FtArm, HeldOut, choose_lr, make_arm, training_demos
 from hf_icl.jobs.compare_config import CompareConfig
 from hf_icl.jobs.compare_report import write_reports
 from hf_icl.jobs.evaluate import (
+    EvaluatePlan,
     TaskRun,
     done_units,
     draw_episode,
     drop_partial,
     merge_parts,
-    prepare_tasks,
-    resolve_models,
 )
+from hf_icl.jobs.evaluate import prepare as prepare_evaluation
 from hf_icl.jobs.registry import JobOptions, Shard
 from hf_icl.models import load_model
 from hf_icl.render import RenderedEpisode, TextRenderer
@@ -165,30 +165,36 @@ def run_units(config: CompareConfig, tasks: list[TaskRun], folder: RunFolder, to
     bar.close()
 
 
-def check_tasks(config: CompareConfig, tasks: list[TaskRun]) -> None:
-    for task in tasks:
+def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "config") -> None:
+    for i, task in enumerate(tasks):
         if task.models is not None:
-            raise HfIclError(f"task {task.name!r}: compare runs every model on every task; "
-                             "drop the task's 'models:' list")
+            raise HfIclError(f"{source}: tasks.{i}.models: compare runs every model on every "
+                             "task; drop the task's 'models:' list")
         if draw_episode(config, task, 0, 0).is_regression:
-            raise HfIclError(f"task {task.name!r} is a regression task; compare needs "
-                             "classification tasks (accuracy, Rec2FTP)")
+            raise HfIclError(f"{source}: tasks.{i}: task {task.name!r} is a regression task; "
+                             "compare needs classification tasks (accuracy, Rec2FTP)")
+
+
+def prepare(config: CompareConfig, source: str = "config",
+            options: JobOptions | None = None) -> EvaluatePlan:
+    """An evaluation's checks, and that every task suits a comparison."""
+    plan = prepare_evaluation(config, source, options)
+    check_tasks(config, plan.tasks, source)
+    return plan
 
 
 def compare(config: CompareConfig, folder: RunFolder, progress: bool = True,
-            shard: Shard | None = None) -> dict | None:
+            shard: Shard | None = None, plan: EvaluatePlan | None = None) -> dict | None:
     """Run (or resume) a comparison into ``folder``; the main process returns the results."""
     shard = shard or Shard()
-    resolve_models(config)
-    tasks = prepare_tasks(config)
-    check_tasks(config, tasks)
+    tasks = (plan or prepare(config)).tasks
     labels = [m.label for m in config.all_models()]
     units = [Unit(m, t, s, o) for m in range(len(labels)) for t in range(len(tasks))
              for s in range(config.num_seeds) for o in range(config.demo_orders)]
     keys = [unit_key(labels[u.model], tasks[u.task], u) for u in units]
     expected = dict.fromkeys(keys, rows_per_unit(config))
     if shard.rank == 0:
-        merge_parts(folder)
+        merge_parts(folder, shard)
         drop_partial(folder, done_units(folder, expected))
     shard.barrier()
     done = done_units(folder, expected)
@@ -201,8 +207,9 @@ def compare(config: CompareConfig, folder: RunFolder, progress: bool = True,
     return write_reports(config, tasks, folder, keys)
 
 
-def run(config: CompareConfig, folder: RunFolder, options: JobOptions) -> dict | None:
-    return compare(config, folder, options.progress, options.shard)
+def run(config: CompareConfig, folder: RunFolder, options: JobOptions,
+        plan: EvaluatePlan | None = None) -> dict | None:
+    return compare(config, folder, options.progress, options.shard, plan)
 
 
 def summary(results: dict) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from hf_icl.config import from_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.jobs.baselines import (
@@ -27,12 +26,12 @@ from hf_icl.jobs.baselines import (
 from hf_icl.jobs.evaluate_config import EvaluateConfig, split_task_models
 from hf_icl.jobs.registry import JobOptions, Shard
 from hf_icl.jobs.samples import position_row, query_row, rounded
-from hf_icl.models import load_model
-from hf_icl.render import RenderOptions, TextRenderer
+from hf_icl.models import ModelSpec, check_model_spec, load_model
+from hf_icl.render import RenderedEpisode, RenderOptions, TextRenderer
 from hf_icl.results import RunFolder
 from hf_icl.samplers import TaskSampler, rng_for
 from hf_icl.scoring import score_queries, score_sequences
-from hf_icl.tasks import TaskDef, load_task
+from hf_icl.tasks import Entry, TaskDef, load_task, located, parse_section
 
 
 @dataclass
@@ -60,21 +59,135 @@ class Unit:
         return f"{config.models[self.model].label}|{tasks[self.task].name}|{self.seed}|{self.order}"
 
 
-def prepare_tasks(config: EvaluateConfig) -> list[TaskRun]:
+def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRun]:
+    """Every task entry loaded and checked; errors name ``source`` and the entry (tasks.i)."""
     runs = []
     for i, ref in enumerate(config.tasks):
-        ref, models = split_task_models(ref, [m.label for m in config.models], f"tasks.{i}")
-        definition, sampler = load_task(ref, where=f"tasks.{i}")
-        render = from_dict(RenderOptions, definition.render, source=definition.source,
-                           prefix="render")
+        where = Entry(source, f"tasks.{i}")
+        ref, models = split_task_models(ref, [m.label for m in config.models], where.key)
+        definition, sampler = load_task(ref, where)
+        render = parse_section(definition, RenderOptions, "render", definition.render, where)
         if render.renderer != "text":
-            raise HfIclError(f"{definition.source}: render.renderer {render.renderer!r} needs a "
-                             "trained read-in; evaluate pretrained LLMs with renderer: text")
+            raise HfIclError(f"{where}: render.renderer {render.renderer!r} needs a trained "
+                             "read-in; evaluate pretrained LLMs with renderer: text")
         runs.append(TaskRun(definition, sampler, render, models))
     names = [t.name for t in runs]
     if len(set(names)) != len(names):
-        raise HfIclError(f"tasks: duplicate task name in {names}; give one an alias with 'as:'")
+        raise HfIclError(f"{source}: tasks: duplicate task name in {names}; give one an alias "
+                         "with 'as:'")
     return runs
+
+
+def first_episodes(config: EvaluateConfig, tasks: list[TaskRun], source: str) -> list[Episode]:
+    """Each task's first episode (seed 0, order 0), after checking shots against its pool."""
+    needed = max(config.shots) + (1 if config.protocol == "sequential" else 0)
+    episodes = []
+    for i, task in enumerate(tasks):
+        where = Entry(source, f"tasks.{i}")
+        pool = task.sampler.max_demos()
+        if pool is not None and needed > pool:
+            raise HfIclError(f"{where}: shots: {max(config.shots)} demonstrations requested but "
+                             f"task {task.name!r} has {pool} examples to draw them from; "
+                             "lower shots")
+        with located(where):
+            episodes.append(draw_episode(config, task, 0, 0))
+    return episodes
+
+
+def prompt_length(rendered: RenderedEpisode, shots: int) -> int:
+    """Tokens of the longest prompt after ``shots`` demonstrations, label included."""
+    return rendered.boundaries[shots] + max(len(q) for q in rendered.query_ids) + \
+        max(len(c) for c in rendered.candidates)
+
+
+def check_prompt_length(rendered: RenderedEpisode, shots: int, limit: int, where: Entry) -> None:
+    """An over-long template and too many shots are different mistakes: say which."""
+    if prompt_length(rendered, 0) > limit:
+        raise HfIclError(f"{where}: template too long: a prompt without demonstrations is "
+                         f"{prompt_length(rendered, 0)} tokens, over the model's context window "
+                         f"of {limit}; shorten the template or the inputs")
+    if prompt_length(rendered, shots) > limit:
+        fit = max(k for k in range(shots + 1) if prompt_length(rendered, k) <= limit)
+        raise HfIclError(f"{where}: shots: a prompt with {shots} demonstrations is "
+                         f"{prompt_length(rendered, shots)} tokens, over the model's context "
+                         f"window of {limit}; at most {fit} fit")
+
+
+def tokenizer_and_window(spec: ModelSpec):
+    """The spec's tokenizer and context window, without loading its weights."""
+    from hf_icl import models
+
+    tiny = spec.spec.startswith("tiny-random-")
+    source = models.resolve_source("smollm2-135m" if tiny else spec.spec)
+    tokenizer = models._load_tokenizer(source, spec)
+    if tiny:
+        config = models.tiny_config(spec.spec.removeprefix("tiny-random-"), len(tokenizer))
+    else:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source, revision=spec.revision,
+                                                trust_remote_code=spec.trust_remote_code)
+        except (OSError, ValueError):
+            return tokenizer, None  # loading the model reports it
+    return tokenizer, getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
+def check_prompts(config: EvaluateConfig, tasks: list[TaskRun], episodes: list[Episode],
+                  source: str) -> None:
+    """Label words and prompt lengths with each model's real tokenizer (weights not loaded)."""
+    seen: set[tuple] = set()
+    for m, spec in enumerate(config.models):
+        key = (spec.spec, spec.revision, spec.trust_remote_code, spec.spec.startswith("tiny-random-"))
+        if key in seen:
+            continue
+        seen.add(key)
+        with located(f"{source}: models.{m}"):
+            tokenizer, limit = tokenizer_and_window(spec)
+        for i, (task, episode) in enumerate(zip(tasks, episodes)):
+            if task.models is not None and m not in task.models:
+                continue
+            where = Entry(source, f"tasks.{i}")
+            renderer = TextRenderer(tokenizer, task.render)
+            with located(where):
+                if config.protocol == "sequential":
+                    sequence = renderer.render_sequence(episode)
+                    if limit is not None and len(sequence.ids) > limit:
+                        raise HfIclError(f"shots: a sequence of {len(episode.demo_y)} examples "
+                                         f"is {len(sequence.ids)} tokens, over the model's "
+                                         f"context window of {limit}; lower shots")
+                    continue
+                rendered = renderer.render_episode(episode)
+            if limit is not None:
+                check_prompt_length(rendered, max(config.shots), limit, where)
+
+
+def check_models(config: EvaluateConfig, source: str) -> None:
+    """Model specs are known, present and loadable, checked without loading them."""
+    resolve_models(config, source)
+    for m, spec in enumerate(config.models):
+        check_model_spec(spec, f"{source}: models.{m}")
+
+
+@dataclass
+class EvaluatePlan:
+    """What validation built, reused by the run so nothing is loaded twice."""
+
+    tasks: list[TaskRun]
+    baselines: list[BaselineRun]
+
+
+def prepare(config: EvaluateConfig, source: str = "config",
+            options: JobOptions | None = None) -> EvaluatePlan:
+    """Every check an evaluation needs before its folder exists: models, tasks, shots against
+    each pool, baselines, label words and prompt lengths with each model's tokenizer."""
+    check_models(config, source)
+    tasks = prepare_tasks(config, source)
+    episodes = first_episodes(config, tasks, source)
+    with located(source):
+        baselines = plan_baselines(config, tasks, episodes)
+    check_prompts(config, tasks, episodes, source)
+    return EvaluatePlan(tasks, baselines)
 
 
 def units_of(config: EvaluateConfig, tasks: list[TaskRun]) -> list[Unit]:
@@ -132,8 +245,14 @@ def score_unit_sequential(model, renderer: TextRenderer, config: EvaluateConfig,
              "scores": rounded(scores[k])} for k in config.shots]
 
 
-def merge_parts(folder: RunFolder) -> None:
-    """Fold the per-process logs of a sharded run into samples.jsonl (complete lines only)."""
+def merge_parts(folder: RunFolder, shard: Shard | None = None) -> None:
+    """Fold the per-process logs of a sharded run into samples.jsonl (complete lines only).
+
+    Given the shard, every part log is first recorded as the run's own (the other processes
+    write them without touching the run marker)."""
+    if shard is not None:
+        for rank in range(shard.world):
+            folder.file(Shard(rank, shard.world).log)
     parts = sorted(folder.path.glob("samples.part-*.jsonl"))
     if not parts:
         return
@@ -229,14 +348,14 @@ def single_thread():
         torch.set_num_threads(before)
 
 
-def resolve_models(config: EvaluateConfig) -> None:
+def resolve_models(config: EvaluateConfig, source: str = "config") -> None:
     labels = [m.label for m in config.models]
     if len(set(labels)) != len(labels):
-        raise HfIclError(f"models: duplicate model label in {labels}; set 'name' to tell them apart")
+        raise HfIclError(f"{source}: models: duplicate model label in {labels}; set 'name' to tell them apart")
 
 
 def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
-             shard: Shard | None = None) -> dict | None:
+             shard: Shard | None = None, plan: EvaluatePlan | None = None) -> dict | None:
     """Run (or resume) an evaluation into ``folder``; the main process returns the results.
 
     With several processes each scores every world-th unit into its own log; the main process
@@ -245,15 +364,14 @@ def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
     from hf_icl.report import write_reports
 
     shard = shard or Shard()
-    resolve_models(config)
-    tasks = prepare_tasks(config)
+    plan = plan or prepare(config)
+    tasks, runs = plan.tasks, plan.baselines
     units = units_of(config, tasks)
-    runs = plan_baselines(config, tasks, [draw_episode(config, t, 0, 0) for t in tasks])
     model_keys = [u.key(config, tasks) for u in units]
     base_keys = baseline_unit_keys(config, tasks, runs)
     all_keys = model_keys + [k for ks in base_keys for k in ks]
     if shard.rank == 0:
-        merge_parts(folder)
+        merge_parts(folder, shard)
         drop_partial(folder, done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config))))
     shard.barrier()
     done = done_units(folder, dict.fromkeys(all_keys, rows_per_unit(config)))
@@ -272,8 +390,9 @@ def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
 Config = EvaluateConfig
 
 
-def run(config: EvaluateConfig, folder: RunFolder, options: JobOptions) -> dict | None:
-    return evaluate(config, folder, options.progress, options.shard)
+def run(config: EvaluateConfig, folder: RunFolder, options: JobOptions,
+        plan: EvaluatePlan | None = None) -> dict | None:
+    return evaluate(config, folder, options.progress, options.shard, plan)
 
 
 def summary(results: dict) -> str:

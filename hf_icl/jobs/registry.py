@@ -1,7 +1,9 @@
-"""The job registry: each job is a module with ``Config`` (a dataclass), ``run`` and ``summary``.
+"""The job registry: each job is a module with ``Config`` (a dataclass), ``prepare`` (every check
+that needs no output folder, returning what the run reuses), ``run`` and ``summary``.
 
 Jobs are imported lazily so `hf-icl models` stays fast and a job's heavy dependencies load only
-when it runs.
+when it runs; each job's config class lives in a light ``<job>_config`` module, so a config error
+is reported before torch is imported.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from types import ModuleType
 
 from hf_icl.registry import Registry
 
-JOBS: Registry[str] = Registry("job")
-JOBS.register("evaluate")("hf_icl.jobs.evaluate")
-JOBS.register("compare")("hf_icl.jobs.compare")
-JOBS.register("train")("hf_icl.jobs.train")
-JOBS.register("suite")("hf_icl.jobs.suite")
+JOBS: Registry[tuple[str, str]] = Registry("job")  # name → (job module, config class path)
+JOBS.register("evaluate")(("hf_icl.jobs.evaluate", "hf_icl.jobs.evaluate_config:EvaluateConfig"))
+JOBS.register("compare")(("hf_icl.jobs.compare", "hf_icl.jobs.compare_config:CompareConfig"))
+JOBS.register("train")(("hf_icl.jobs.train", "hf_icl.jobs.train_config:TrainConfig"))
+JOBS.register("suite")(("hf_icl.jobs.suite", "hf_icl.jobs.suite_config:SuiteConfig"))
 
 
 @dataclass
@@ -47,4 +49,10 @@ class JobOptions:
 
 
 def job_module(name: str, where: str = "job") -> ModuleType:
-    return importlib.import_module(JOBS.get(name, where=where))
+    return importlib.import_module(JOBS.get(name, where=where)[0])
+
+
+def job_config(name: str, where: str = "job") -> type:
+    """The job's config class, imported without the job's own (heavy) module."""
+    module, cls = JOBS.get(name, where=where)[1].split(":")
+    return getattr(importlib.import_module(module), cls)

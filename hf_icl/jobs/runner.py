@@ -1,4 +1,5 @@
-"""Shared job plumbing: validate the config, prepare and lock the results folder, run, summarise."""
+"""Shared job plumbing: validate everything, then claim (lock, mark) the results folder, run,
+summarise. Nothing is written before every check has passed, so a mistake leaves no folder."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from hf_icl.config import from_dict, to_dict
 from hf_icl.errors import HfIclError
-from hf_icl.jobs.registry import JobOptions, Shard, job_module
+from hf_icl.jobs.registry import JobOptions, Shard, job_config, job_module
 from hf_icl.results import RunFolder, default_out
 
 
@@ -39,15 +40,15 @@ def _agree(shard, error: HfIclError | None) -> None:
 
 
 @contextmanager
-def claimed(folder: RunFolder, resolved: dict, overwrite: bool, shard) -> Iterator[None]:
-    """The main process prepares and locks ``folder`` for the body; every process learns
-    whether that worked (so a refused folder stops all of them with the same error)."""
+def claimed(folder: RunFolder, job: str, resolved: dict, overwrite: bool,
+            shard) -> Iterator[None]:
+    """The main process claims ``folder`` (lock, marker, config.yaml) for the body; every process
+    learns whether that worked (so a refused folder stops all of them with the same error)."""
     with ExitStack() as stack:
         error = None
         if shard.rank == 0:
             try:
-                folder.prepare(resolved, overwrite)
-                stack.enter_context(folder.lock())
+                stack.enter_context(folder.claim(job, resolved, overwrite))
             except HfIclError as err:
                 error = err
         _agree(shard, error)
@@ -56,14 +57,22 @@ def claimed(folder: RunFolder, resolved: dict, overwrite: bool, shard) -> Iterat
 
 def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: bool,
             options: JobOptions) -> dict | None:
-    """Validate, prepare the folder (main process), lock it, run the job, print its summary."""
-    module = job_module(job, where=f"{path}: job")
-    config = from_dict(module.Config, data, source=str(path))
+    """Validate the config, the folder and the job's inputs, then claim the folder and run."""
+    config = from_dict(job_config(job, where=f"{path}: job"), data, source=str(path))
     resolved = to_dict(config)
     folder = RunFolder(out or default_out(path, resolved))
     options.shard = make_shard()
-    with claimed(folder, resolved, overwrite, options.shard):
-        results = module.run(config, folder, options)
+    error = None
+    if options.shard.rank == 0:
+        try:
+            folder.check(resolved, overwrite)  # a refused folder fails before the slow checks
+        except HfIclError as err:
+            error = err
+    _agree(options.shard, error)
+    module = job_module(job)
+    plan = module.prepare(config, str(path), options)
+    with claimed(folder, job, resolved, overwrite, options.shard):
+        results = module.run(config, folder, options, plan)
     if results is not None:
         print(module.summary(results))
         print(f"\nresults: {folder.path}/")

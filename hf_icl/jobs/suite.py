@@ -11,7 +11,7 @@ import math
 import re
 
 from hf_icl.config import to_dict
-from hf_icl.jobs.registry import JobOptions
+from hf_icl.jobs.registry import JobOptions, job_module
 from hf_icl.jobs.runner import claimed
 from hf_icl.jobs.suite_config import SuiteConfig
 from hf_icl.report import library_versions, panel_grid, png_bytes
@@ -20,15 +20,28 @@ from hf_icl.results import RunFolder, atomic_write
 Config = SuiteConfig
 
 
-def run(config: SuiteConfig, folder: RunFolder, options: JobOptions) -> dict | None:
-    results = []
+def prepare(config: SuiteConfig, source: str = "config",
+            options: JobOptions | None = None) -> list:
+    """Every run's checks, before the suite writes anything; errors name the run."""
+    plans = []
     for i, spec in enumerate(config.runs):
-        module, run_config = config.run_config(i)
-        sub = RunFolder(folder.path / spec.name)
+        job, run_config = config.run_config(i)
+        plans.append(job_module(job).prepare(run_config, f"{source}: runs.{i} ({spec.name})",
+                                             options))
+    return plans
+
+
+def run(config: SuiteConfig, folder: RunFolder, options: JobOptions,
+        plans: list | None = None) -> dict | None:
+    plans = plans or prepare(config, options=options)
+    results = []
+    for i, (spec, plan) in enumerate(zip(config.runs, plans)):
+        job, run_config = config.run_config(i)
+        sub = RunFolder(folder.file(spec.name))
         if options.shard.rank == 0:
-            print(f"\n== suite run {i + 1}/{len(config.runs)}: {spec.name} ({run_config.job}) ==")
-        with claimed(sub, to_dict(run_config), False, options.shard):
-            results.append(module.run(run_config, sub, options))
+            print(f"\n== suite run {i + 1}/{len(config.runs)}: {spec.name} ({job}) ==")
+        with claimed(sub, job, to_dict(run_config), False, options.shard):
+            results.append(job_module(job).run(run_config, sub, options, plan))
     if options.shard.rank != 0:
         return None
     summary = {"job": "suite", "config": to_dict(config), "versions": library_versions(),
@@ -39,8 +52,6 @@ def run(config: SuiteConfig, folder: RunFolder, options: JobOptions) -> dict | N
 
 
 def summary(results: dict) -> str:
-    from hf_icl.jobs.registry import job_module
-
     parts = []
     for item in results["runs"]:
         parts += [f"== {item['name']} ({item['job']})", job_module(item["job"]).summary(item["results"])]

@@ -60,11 +60,12 @@ class SuiteConfig:
         return data
 
     def run_config(self, i: int):
-        from hf_icl.jobs.registry import job_module
+        """Run i's job name and its validated config."""
+        from hf_icl.jobs.registry import job_config
 
         data = self.run_data(i)
-        module = job_module(data["job"], where=f"runs.{i}.config.job")
-        return module, from_dict(module.Config, data, source=f"runs.{i} ({self.runs[i].name})")
+        cls = job_config(data["job"], where=f"runs.{i}.config.job")
+        return data["job"], from_dict(cls, data, source=f"runs.{i} ({self.runs[i].name})")
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.train_config import TrainConfig
+from hf_icl.models import check_model_spec
 from hf_icl.results import RunFolder
+from hf_icl.tasks import Entry, load_task, located, parse_section
 
 Config = TrainConfig
 
@@ -18,9 +20,34 @@ def check_environment(config: TrainConfig) -> None:
     check_environment(config.train)
 
 
-def run(config: TrainConfig, folder: RunFolder, options: JobOptions) -> dict | None:
+def prepare(config: TrainConfig, source: str = "config", options: JobOptions | None = None) -> None:
+    """The checks a train run can make before its folder exists: the model spec, every task
+    entry (parameters, render options, a first episode) and the baselines."""
+    from hf_icl.baselines import make_baseline
+    from hf_icl.jobs.baselines import _split_spec
+    from hf_icl.render import RenderOptions
+
+    if config.model is not None:
+        check_model_spec(config.model, f"{source}: model")
+    entries = [(ref, f"tasks.{i}") for i, ref in enumerate(config.tasks)] + \
+        [(ref, f"eval_tasks.{i}") for i, ref in enumerate(config.eval_tasks)]
+    for ref, key in entries:
+        where = Entry(source, key)
+        definition, sampler = load_task(ref, where)
+        parse_section(definition, RenderOptions, "render", definition.render, where)
+        with located(where):
+            sampler.episode(0, config.train.num_examples, 0, "train")
+    for i, spec in enumerate(config.baselines):
+        with located(source):
+            name, params = _split_spec(spec, i)
+            with located(f"baselines.{i}"):
+                make_baseline(name, **params)
+
+
+def run(config: TrainConfig, folder: RunFolder, options: JobOptions, plan: None = None) -> dict | None:
     from hf_icl.train import train
 
+    folder.file("runs")  # TensorBoard logs, written by accelerate's tracker
     return train(config, folder, options)
 
 
