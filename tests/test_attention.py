@@ -23,13 +23,13 @@ from transformers import (
 from hf_icl.attention import (
     CONFIG_KEY,
     MomentumConfig,
-    _scan_plan,
     capture_attention,
     decaying_cumsum,
     disable_momentum,
     enable_momentum,
     momentum_output,
     restore_from_config,
+    scan_plan,
 )
 from hf_icl.errors import HfIclError
 
@@ -136,7 +136,7 @@ def test_momentum_output_matches_reference(padding, variant, include_current):
     config = MomentumConfig(0.9, variant=variant, include_current=include_current)
     expected = reference_momentum(attn, value, keep, positions, 0.9, variant, include_current)
 
-    assert _scan_plan(mask, positions, length)[0]  # the O(T·d) path
+    assert scan_plan(mask, positions, length)[0]  # the O(T·d) path
     fast = momentum_output(attn, value, mask, positions, config)
     # A per-head mask takes the masked-matmul path on the same data.
     masked = momentum_output(attn, value, mask.expand(-1, heads, -1, -1), positions, config)
