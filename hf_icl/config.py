@@ -167,7 +167,7 @@ def read_yaml(path: str | Path) -> dict:
 
 _INDEX = re.compile(r"^\d+$")
 _KEY = re.compile(r"^[^\s.=]+$")
-_SET_FORMAT = "expected KEY=VALUE with a dotted key (list indices allowed) and a YAML value, " \
+_SET_FORMAT = "expected key=value with a dotted key (list indices allowed) and a YAML value, " \
     "e.g. models.0.dtype=bfloat16 or shots=[0,4]"
 
 
