@@ -18,6 +18,7 @@ import yaml
 from hf_icl.config import apply_overrides, from_dict, option, to_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
+from hf_icl.hub import push
 from hf_icl.samplers import TaskSampler
 from hf_icl.tasks import TaskDef, load_task
 
@@ -135,17 +136,6 @@ def build_dataset(task_ref: str, build: BuildConfig, out: Path) -> Path:
     return out
 
 
-def push_dataset(folder: Path, repo_id: str, private: bool) -> None:
-    """Push the built DatasetDict and its card (token from the environment, never printed)."""
-    import datasets
-    from huggingface_hub import DatasetCard
-
-    dd = datasets.load_from_disk(str(folder))
-    dd.push_to_hub(repo_id, private=private)
-    DatasetCard((folder / "README.md").read_text(encoding="utf-8")).push_to_hub(
-        repo_id, repo_type="dataset")
-
-
 def cmd_build(args: argparse.Namespace) -> None:
     data: dict[str, Any] = {}
     apply_overrides(data, args.set)
@@ -156,6 +146,5 @@ def cmd_build(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("datasets") / Path(args.task).stem)
     build_dataset(args.task, build, out)
     print(f"dataset: {out}/ ({build.num_train_episodes} train, {build.num_test_episodes} test episodes)")
-    if args.push_to_hub:
-        push_dataset(out, args.push_to_hub, args.private)
-        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    if args.push_to_hub:  # the folder as written: the card's data_files name its .arrow files
+        print(f"pushed to {push(out, args.push_to_hub, args.private)}")

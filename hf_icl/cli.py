@@ -17,8 +17,18 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. models.0.dtype=bfloat16 (repeatable)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a results folder that holds a different config")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", help="train: push the model/adapter")
+    _add_quiet(p)
+    _add_push(p, "train: push model/ (the weights or adapter) when the run finishes")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (hf-icl's, and the Hugging Face libraries' own)")
+
+
+def _add_push(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--push-to-hub", metavar="REPO_ID",
+                   help=f"{what}; checked (repo id, token, Hub reachable) before any work")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repo")
 
 
@@ -34,8 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("task", help="built-in task name or task YAML path")
     b.add_argument("--out", help="output folder (default: datasets/<task>)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    b.add_argument("--push-to-hub", metavar="REPO_ID")
-    b.add_argument("--private", action="store_true")
+    _add_quiet(b)
+    _add_push(b, "push the built dataset folder")
+    p = sub.add_parser("push", help="push a finished train run's model/ or a built dataset "
+                       "folder to the Hub (e.g. after a failed --push-to-hub)")
+    p.add_argument("path", help="train run folder (its model/ is pushed) or `hf-icl build` output")
+    p.add_argument("repo_id", help="Hub repo id, NAME or ORG/NAME")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
     from hf_icl.jobs.registry import JOBS
 
     for job in JOBS:
@@ -101,25 +116,68 @@ def cmd_job(args: argparse.Namespace) -> None:
     data["job"] = job
     if args.push_to_hub and job != "train":
         raise HfIclError(f"--push-to-hub applies to train jobs; {path} is a {job} job")
+    check_push_args(args)
     run_job(job, data, path, out=args.out, overwrite=args.overwrite,
             options=JobOptions(progress=not args.quiet, push_to_hub=args.push_to_hub,
                                private=args.private))
 
 
+def check_push_args(args: argparse.Namespace) -> None:
+    """A requested push is checked before any work (a bad repo id must not cost a training)."""
+    from hf_icl.hub import check_push
+
+    if args.private and not args.push_to_hub:
+        raise HfIclError("--private applies with --push-to-hub REPO_ID")
+    if args.push_to_hub:
+        check_push(args.push_to_hub)
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from hf_icl.build import cmd_build as build
+
+    check_push_args(args)
+    build(args)
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from hf_icl.hub import check_push, find_artifact, push
+
+    path = Path(args.path)
+    find_artifact(path)  # nothing to push: say so before asking the Hub
+    check_push(args.repo_id, where="push")
+    print(f"pushed to {push(path, args.repo_id, args.private)}")
+
+
+def quiet_libraries() -> None:
+    """--quiet also silences the Hugging Face libraries' bars (e.g. "Loading weights")."""
+    # Each library reads its variable when first imported; switch off those already imported.
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+COMMANDS = {"models": lambda args: cmd_models(), "configs": cmd_configs, "build": cmd_build,
+            "push": cmd_push}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if getattr(args, "quiet", False):
+        quiet_libraries()
     try:
-        if args.command == "models":
-            cmd_models()
-        elif args.command == "configs":
-            cmd_configs(args)
-        elif args.command == "build":
-            from hf_icl.build import cmd_build
-
-            cmd_build(args)
-        else:
-            cmd_job(args)
+        COMMANDS.get(args.command, cmd_job)(args)
     except HfIclError as err:
         print(f"hf-icl: error: {err}", file=sys.stderr)
         return 2

@@ -126,9 +126,10 @@ def find_artifact(path: Path) -> tuple[Path, str]:
     """(folder to upload, repo type) for a finished train run, its model/, or a built dataset."""
     if (path / "dataset_dict.json").is_file():
         return path, "dataset"
-    for folder in (path / "model", path):
-        if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
-            return folder, "model"
+    if (path / "model").is_dir():  # written complete (temp folder + rename) at the end of a run
+        return path / "model", "model"
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        return path, "model"
     raise HfIclError(f"{path}: nothing to push: neither a finished train run (no model/ folder) "
                      "nor a dataset folder written by `hf-icl build`")
 

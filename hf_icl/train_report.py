@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from hf_icl.config import to_dict
+from hf_icl.hub import push
 from hf_icl.icl_model import save_learner
 from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.train_config import TrainConfig
@@ -127,14 +128,10 @@ def model_card(config: TrainConfig, results: dict, info: dict) -> str:
         yaml.safe_dump(to_dict(config), sort_keys=False).strip(), "```", ""])
 
 
-def push_model(folder: Path, repo_id: str, private: bool) -> None:
-    """Upload model/ as it is on disk, in one commit (token from the environment)."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
-                      commit_message="Upload model trained with hf-icl")
+def push_model(folder: Path, repo_id: str, private: bool) -> str:
+    """Upload a run's model/ as it is on disk, in one commit; returns the repo's URL. A failure
+    keeps the run and names the `hf-icl push` command that retries without retraining."""
+    return push(folder.parent, repo_id, private)
 
 
 def finish(config: TrainConfig, folder: RunFolder, options: JobOptions, accelerator, model,
@@ -163,8 +160,7 @@ def finish(config: TrainConfig, folder: RunFolder, options: JobOptions, accelera
         f"final training loss {results['final_loss']:.4f}.", "", *results_table(results), "",
         "![curves](curves.png)", ""]))
     if options.push_to_hub:
-        push_model(target, options.push_to_hub, options.private)
-        print(f"pushed to https://huggingface.co/{options.push_to_hub}")
+        print(f"pushed to {push_model(target, options.push_to_hub, options.private)}")
     return results
 
 

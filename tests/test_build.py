@@ -1,8 +1,9 @@
 import pytest
 
-from hf_icl.build import BuildConfig, build_dataset, push_dataset
+from hf_icl.build import BuildConfig, build_dataset
 from hf_icl.cli import main
 from hf_icl.errors import HfIclError
+from hf_icl.hub import push
 
 SMALL = BuildConfig(num_train_episodes=12, num_test_episodes=4, num_demos=6, num_queries=2)
 
@@ -44,18 +45,19 @@ def test_bad_build_input_leaves_no_folder(tmp_path, capsys):
         build_dataset("gmm", SMALL, __import__("pathlib").Path("/proc/hf_icl_no/x"))
 
 
-def test_push_records_repo_privacy_and_card(tmp_path, monkeypatch):
-    import datasets
-    from huggingface_hub import DatasetCard
+def test_push_uploads_the_built_folder_with_its_card(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
 
     calls = []
-    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub",
-                        lambda self, repo_id, **kw: calls.append(("data", repo_id, kw, sorted(self))))
-    monkeypatch.setattr(DatasetCard, "push_to_hub",
-                        lambda self, repo_id, **kw: calls.append(("card", repo_id, kw, self.content)))
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(
+        ("create_repo", repo_id, kw)))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(
+        ("upload_folder", kw["repo_id"], kw["repo_type"], kw["folder_path"])))
     out = build_dataset("gmm", SMALL, tmp_path / "gmm")
-    push_dataset(out, "me/gmm-episodes", private=True)
-    (kind, repo, kw, splits), (ckind, crepo, ckw, content) = calls
-    assert (kind, repo, kw, splits) == ("data", "me/gmm-episodes", {"private": True}, ["test", "train"])
-    assert (ckind, crepo, ckw) == ("card", "me/gmm-episodes", {"repo_type": "dataset"})
+    assert push(out, "me/gmm-episodes", private=True) == \
+        "https://huggingface.co/datasets/me/gmm-episodes"
+    assert calls == [("create_repo", "me/gmm-episodes",
+                      {"repo_type": "dataset", "private": True, "exist_ok": True}),
+                     ("upload_folder", "me/gmm-episodes", "dataset", str(out))]
+    content = (out / "README.md").read_text()  # the card travels as the folder's README.md
     assert "family: `gaussian_mixture`" in content and "subspace_dim: 2" in content

@@ -321,9 +321,12 @@ def test_shipped_configs_parse():
 
 
 def test_push_to_hub_uploads_the_model_folder(tmp_path, monkeypatch):
+    import huggingface_hub.constants
     from huggingface_hub import HfApi
 
     calls = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the check before work
+    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: {"name": "me"})
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(
         ("create_repo", repo_id, kw)))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(
