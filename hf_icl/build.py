@@ -18,6 +18,7 @@ import yaml
 from hf_icl.config import apply_overrides, from_dict, option, to_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
+from hf_icl.results import umask_mode
 from hf_icl.hub import push
 from hf_icl.samplers import TaskSampler
 from hf_icl.tasks import TaskDef, load_task
@@ -109,12 +110,14 @@ def build_dataset(task_ref: str, build: BuildConfig, out: Path) -> Path:
         raise HfIclError(f"num_demos: {build.num_demos} demonstrations requested but task "
                          f"{task.name!r} has {max_demos} examples")
     example = sampler.episode(0, build.num_demos, build.num_queries, "train")
+    sampler.episode(0, build.num_demos, build.num_queries, "test")  # its data is checked too
     features = _features(sampler, example)
     if out.exists():
         raise HfIclError(f"output folder {out} already exists; choose another --out or remove it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp.chmod(umask_mode(0o777))  # mkdtemp gives 0700; the dataset is as shared as the umask allows
     except OSError as err:
         raise HfIclError(f"output folder {out}: not writable ({err.strerror})") from None
     try:
@@ -130,8 +133,10 @@ def build_dataset(task_ref: str, build: BuildConfig, out: Path) -> Path:
             dd.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(dataset_card(task, build, sampler), encoding="utf-8")
         tmp.rename(out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err.__cause__, HfIclError):  # datasets wraps errors raised by _generate
+            raise err.__cause__ from None
         raise
     return out
 

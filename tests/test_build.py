@@ -61,3 +61,18 @@ def test_push_uploads_the_built_folder_with_its_card(tmp_path, monkeypatch):
                      ("upload_folder", "me/gmm-episodes", "dataset", str(out))]
     content = (out / "README.md").read_text()  # the card travels as the folder's README.md
     assert "family: `gaussian_mixture`" in content and "subspace_dim: 2" in content
+
+
+def test_built_folder_honours_the_umask(tmp_path):
+    import os
+    import stat
+
+    from hf_icl.cli import main
+
+    old = os.umask(0o022)
+    try:
+        assert main(["build", "gmm", "--out", str(tmp_path / "ds"), "--set", "num_train_episodes=2",
+                     "--set", "num_test_episodes=2"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ds").stat().st_mode) == 0o755
