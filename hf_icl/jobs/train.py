@@ -42,6 +42,7 @@ def prepare(config: TrainConfig, source: str = "config", options: JobOptions | N
             name, params = _split_spec(spec, i)
             with located(f"baselines.{i}"):
                 make_baseline(name, **params)
+    check_environment(config)  # last: it imports torch
 
 
 def run(config: TrainConfig, folder: RunFolder, options: JobOptions, plan: None = None) -> dict | None:
