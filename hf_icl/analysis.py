@@ -5,7 +5,7 @@ at the scored position p* — the last query token, whose next-token distributio
 label — `capture_queries` records per layer the self-attention output after o_proj and before
 the residual, and per layer and head the raw pre-softmax scores from p* to the query's own
 tokens (demonstrations and BOS excluded). Queries are packed into rows after the prefix with a
-block mask, exactly as the scorer packs them, so each query sees the prefix and itself only.
+block mask (hf_icl.packing, as the scorer), so each query sees the prefix and itself only.
 
 Kendall τ also needs fine-tuning's "attention to training tokens". Dai et al.'s dual form
 writes the fine-tuning update of a projection W as ΔW = Σ_j e_j x_jᵀ over training tokens j
@@ -29,7 +29,7 @@ from torch import nn
 from hf_icl.attention import capture_attention
 from hf_icl.finetune import TrainingDemo
 from hf_icl.metrics import load_metric
-from hf_icl.scoring import build_masks
+from hf_icl.packing import build_masks, pack_rows, packed_row
 
 
 @dataclass
@@ -40,18 +40,6 @@ class Captured:
     query_scores: list[np.ndarray]    # per query (L, H, own tokens) raw scores p* → the query's tokens
     inputs: np.ndarray                # (N, L, hidden) input of the key/value projections at p*
     demo_attention: np.ndarray | None  # (N, L, J) softmax weight p* → demo token, mean over heads
-
-
-def _rows(queries: list[list[int]], pack_tokens: int) -> list[list[int]]:
-    """Query indices per packed row (at least one query per row)."""
-    rows, size = [[]], 0
-    for i, query in enumerate(queries):
-        if rows[-1] and size + len(query) > pack_tokens:
-            rows.append([])
-            size = 0
-        rows[-1].append(i)
-        size += len(query)
-    return rows
 
 
 def _layer_masks(model, masks) -> list[torch.Tensor]:
@@ -77,18 +65,6 @@ def _kv_inputs(model, positions: torch.Tensor) -> Iterator[dict[int, torch.Tenso
             hook.remove()
 
 
-def _packed_row(prefix_len: int, lengths: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Position ids and the (S, S) allowed matrix of a prefix followed by packed queries: each
-    query sees the prefix and its own earlier tokens, at the positions it would have alone."""
-    segment = torch.tensor([-1] * prefix_len + [s for s, n in enumerate(lengths) for _ in range(n)],
-                           device=device)
-    positions = torch.tensor(list(range(prefix_len)) + [prefix_len + j for n in lengths
-                                                         for j in range(n)], device=device)
-    allowed = (positions[:, None] >= positions[None, :]) & \
-        ((segment[:, None] == segment[None, :]) | (segment[None, :] == -1))
-    return positions, allowed
-
-
 @torch.no_grad()
 def capture_queries(model, prefix: list[int], queries: list[list[int]], *,
                     demo_positions: list[int] | None = None, pack_tokens: int = 768) -> Captured:
@@ -97,9 +73,9 @@ def capture_queries(model, prefix: list[int], queries: list[list[int]], *,
     device = model.device
     layers = range(model.config.get_text_config().num_hidden_layers)
     outputs, scores, inputs, attention = [], [], [], []
-    for row in _rows(queries, pack_tokens):
+    for row in pack_rows([len(q) for q in queries], pack_tokens):
         lengths = [len(queries[i]) for i in row]
-        positions, allowed = _packed_row(len(prefix), lengths, device)
+        positions, _, allowed = packed_row(len(prefix), lengths, device, with_prefix=True)
         masks = build_masks(model, allowed, positions, positions)
         ends = len(prefix) + torch.tensor(lengths).cumsum(0)
         p_star = ends - 1

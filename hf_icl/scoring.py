@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 from hf_icl.errors import HfIclError
 from hf_icl.kv_cache import cache_kwargs
+from hf_icl.packing import build_masks, causal, pack_rows, packed_row
 from hf_icl.render.text import RenderedEpisode, RenderedSequence
 
 
@@ -34,30 +35,12 @@ def context_window(model) -> int | None:
     return getattr(model.config.get_text_config(), "max_position_embeddings", None)
 
 
-def _sliding_window(model) -> tuple[list[str], int | None]:
-    config = model.config.get_text_config()
-    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
-    return list(layer_types), getattr(config, "sliding_window", None)
-
-
-def build_masks(model, allowed: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
-    """4D boolean masks from an (S, K) allowed matrix; a dict when some layers slide."""
-    layer_types, window = _sliding_window(model)
-    full = allowed[None, None]
-    if "sliding_attention" not in layer_types or window is None:
-        return full
-    near = (q_pos[:, None] - k_pos[None, :]) < window
-    return {"full_attention": full, "sliding_attention": (allowed & near)[None, None]}
-
-
 def _prefix_cache(model, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Encode the demo prefix once; returns per-layer (keys, values)."""
     if not ids:
         return []
     device = model.device
-    n = len(ids)
-    pos = torch.arange(n, device=device)
-    allowed = pos[:, None] >= pos[None, :]
+    pos, allowed = causal(len(ids), device)
     cache = DynamicCache()
     model(input_ids=torch.tensor([ids], device=device), position_ids=pos[None],
           attention_mask=build_masks(model, allowed, pos, pos), **cache_kwargs(model, cache),
@@ -74,28 +57,12 @@ def _segments(rendered: RenderedEpisode, shots: int, extra: list[list[int]]) -> 
             for j, c in enumerate(rendered.candidates)]
 
 
-def _pack(segments: list[Segment], pack_tokens: int) -> list[list[Segment]]:
-    rows, row, size = [], [], 0
-    for seg in segments:
-        if row and size + len(seg.ids) > pack_tokens:
-            rows.append(row)
-            row, size = [], 0
-        row.append(seg)
-        size += len(seg.ids)
-    return rows + ([row] if row else [])
-
-
 def _forward_row(model, prefix: list[tuple[torch.Tensor, torch.Tensor]], length: int,
                  row: list[Segment], read: list[list[int]]) -> torch.Tensor:
     """Forward one packed row after prefix[:length]; return log-probs at the read positions."""
     device = model.device
     ids = [t for seg in row for t in seg.ids]
-    seg_of = torch.tensor([i for i, seg in enumerate(row) for _ in seg.ids], device=device)
-    local = torch.tensor([j for seg in row for j in range(len(seg.ids))], device=device)
-    q_pos = length + local
-    k_pos = torch.cat([torch.arange(length, device=device), q_pos])
-    same = (seg_of[:, None] == seg_of[None, :]) & (local[:, None] >= local[None, :])
-    allowed = torch.cat([torch.ones(len(ids), length, dtype=torch.bool, device=device), same], 1)
+    q_pos, k_pos, allowed = packed_row(length, [len(seg.ids) for seg in row], device)
     cache = DynamicCache(ddp_cache_data=[(k[:, :, :length], v[:, :, :length]) for k, v in prefix]) \
         if prefix and length else None
     starts = np.cumsum([0] + [len(seg.ids) for seg in row])
@@ -122,7 +89,8 @@ def _score_segments(model, prefix, length: int, segments: list[Segment],
                     candidates: list[list[int]], num_queries: int, pack_tokens: int,
                     length_normalise: bool) -> np.ndarray:
     scores = np.zeros((num_queries, len(candidates)), dtype=np.float64)
-    for row in _pack(segments, pack_tokens):
+    for indices in pack_rows([len(seg.ids) for seg in segments], pack_tokens):
+        row = [segments[i] for i in indices]
         reads = _row_reads(row, candidates)
         logp = _forward_row(model, prefix, length, row, reads)
         at = 0
@@ -201,8 +169,7 @@ def score_sequences(model, sequences: list[RenderedSequence], batch_size: int = 
         ids = torch.tensor([s.ids + [pad] * (width - len(s.ids)) for s in batch], device=device)
         keep = sorted({p for s in batch for p in s.label_positions})
         column = {p: i for i, p in enumerate(keep)}
-        pos = torch.arange(width, device=device)
-        allowed = pos[:, None] >= pos[None, :]  # right padding never reaches earlier positions
+        pos, allowed = causal(width, device)  # right padding never reaches earlier positions
         logits = model(input_ids=ids, position_ids=pos[None].expand(len(batch), -1),
                        attention_mask=build_masks(model, allowed, pos, pos),
                        logits_to_keep=torch.tensor(keep, device=device)).logits

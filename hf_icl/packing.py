@@ -1,0 +1,70 @@
+"""Queries packed into block-masked rows after a shared demo prefix, and the masks for them.
+
+Each packed query sees the prefix and its own earlier tokens, at the positions it would have
+alone, so one forward scores many queries with exactly the numbers of separate prompts. The
+scorer keeps the prefix in a KV cache; the ICL-vs-FT analysis puts it in the row itself. Custom
+4D masks are used as-is by transformers, so sliding-window layers get their window here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pack_rows(lengths: Sequence[int], pack_tokens: int) -> list[list[int]]:
+    """Indices of consecutive items per row, each row at most `pack_tokens` long (≥ 1 item)."""
+    rows: list[list[int]] = [[]]
+    size = 0
+    for i, length in enumerate(lengths):
+        if rows[-1] and size + length > pack_tokens:
+            rows.append([])
+            size = 0
+        rows[-1].append(i)
+        size += length
+    return rows if rows[0] else []
+
+
+def packed_row(
+    prefix_len: int, lengths: Sequence[int], device: torch.device, *, with_prefix: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query positions, key positions, allowed (queries × keys)) for segments of `lengths`
+    after a prefix of `prefix_len` tokens; `with_prefix` also gives the prefix's own rows."""
+    segment = torch.repeat_interleave(
+        torch.arange(len(lengths), device=device), torch.tensor(list(lengths), device=device)
+    )
+    local = torch.cat([torch.arange(n, device=device) for n in lengths])
+    q_pos = prefix_len + local
+    k_pos = torch.cat([torch.arange(prefix_len, device=device), q_pos])
+    same = (segment[:, None] == segment[None, :]) & (local[:, None] >= local[None, :])
+    sees_prefix = torch.ones(len(local), prefix_len, dtype=torch.bool, device=device)
+    allowed = torch.cat([sees_prefix, same], 1)
+    if with_prefix:
+        causal = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device).tril()
+        blind = torch.zeros(prefix_len, len(local), dtype=torch.bool, device=device)
+        allowed = torch.cat([torch.cat([causal, blind], 1), allowed], 0)
+        q_pos = k_pos
+    return q_pos, k_pos, allowed
+
+
+def causal(length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, allowed) of one plain causal sequence."""
+    positions = torch.arange(length, device=device)
+    return positions, positions[:, None] >= positions[None, :]
+
+
+def sliding_window(model) -> tuple[list[str], int | None]:
+    config = model.config.get_text_config()
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    return list(layer_types), getattr(config, "sliding_window", None)
+
+
+def build_masks(model, allowed: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
+    """4D boolean masks from an (S, K) allowed matrix; a dict when some layers slide."""
+    layer_types, window = sliding_window(model)
+    full = allowed[None, None]
+    if "sliding_attention" not in layer_types or window is None:
+        return full
+    near = (q_pos[:, None] - k_pos[None, :]) < window
+    return {"full_attention": full, "sliding_attention": (allowed & near)[None, None]}
