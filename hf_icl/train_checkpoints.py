@@ -64,20 +64,22 @@ def problem(folder: Path) -> str | None:
     """Why ``folder`` is not a complete checkpoint, or None when its marker and files agree."""
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        step, files = int(marker["step"]), dict(marker["files"])
+        step = int(marker["step"])
+        files = {str(name): (int(entry["bytes"]), str(entry["sha256"]))
+                 for name, entry in marker["files"].items()}
     except FileNotFoundError:
         return f"no completion marker {MARKER} (incomplete, or written by an older hf-icl)"
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         return f"unreadable completion marker {MARKER} ({type(err).__name__})"
     if step != step_of(folder):
         return f"its marker is for step {step}"
-    for name, expected in files.items():
+    for name, (size, sha256) in files.items():
         path = folder / name
         if not path.is_file():
             return f"{name} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, the marker lists {expected['bytes']}"
-        if _digest(path) != expected["sha256"]:
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, the marker lists {size}"
+        if _digest(path) != sha256:
             return f"{name} does not match its SHA-256 in the marker"
     return None
 

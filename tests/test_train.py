@@ -179,8 +179,9 @@ def test_checkpoint_check_names_each_problem(tmp_path, reference, capsys):
                                f"the marker lists {len(original)}")
     (newest / MARKER).write_text(json.dumps({"step": 55, "files": {}}))
     assert problem(newest) == "its marker is for step 55"
-    (newest / MARKER).write_text('{"step": 6')
-    assert problem(newest).startswith(f"unreadable completion marker {MARKER}")
+    for broken in ('{"step": 6', '{"step": 60, "files": {"a": 5}}', '[]'):
+        (newest / MARKER).write_text(broken)
+        assert problem(newest).startswith(f"unreadable completion marker {MARKER}")
     (older / MARKER).unlink()
     assert Checkpoints(saved, 2).newest_complete() is None
     err = capsys.readouterr().err.splitlines()
