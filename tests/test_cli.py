@@ -93,3 +93,32 @@ def test_configs_lists_builtins_and_resolves_accelerate_paths(capsys):
     assert path.is_file() and path.name == "ddp_2proc.yaml"
     assert main(["configs", "--path", "ddp_2prc"]) == 2
     assert "did you mean 'ddp_2proc'" in capsys.readouterr().err
+
+
+def test_quiet_silences_the_libraries_progress_bars(tmp_path, tiny_llama, capfd, monkeypatch):
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging
+
+    from hf_icl.cli import quiet_libraries
+    from hf_icl.models import load_model
+
+    model, tokenizer = tiny_llama
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    enable_progress_bars()  # earlier in-process --quiet runs switched them off for the process
+    logging.enable_progress_bar()
+    capfd.readouterr()
+    load_model(str(tmp_path))
+    assert "Loading weights" in capfd.readouterr().err  # the bar --quiet must remove
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.setenv(name, "0")  # restored after the test
+    try:
+        quiet_libraries()
+        load_model(str(tmp_path))
+        assert "Loading weights" not in capfd.readouterr().err
+    finally:
+        import datasets
+
+        enable_progress_bars()
+        logging.enable_progress_bar()
+        datasets.enable_progress_bars()

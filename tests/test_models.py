@@ -1,8 +1,11 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from hf_icl.errors import HfIclError
-from hf_icl.models import ModelSpec, list_aliases, load_model, resolve_source
+from hf_icl.models import ModelSpec, check_model_spec, list_aliases, load_model, resolve_source
 
 
 def test_aliases_are_listed_and_installed():
@@ -108,3 +111,40 @@ def test_inference_layout_breaks_training_on_avx512bf16_cpus(tiny_folder):
         pytest.skip("the CPU has no AVX512-BF16: bitsandbytes keeps the trainable layout")
     grad_norm, _ = _qlora_run(tiny_folder, inference_layout=True)
     assert grad_norm == 0.0  # the failure the loader's fix prevents
+
+
+def test_model_specs_are_checked_without_importing_torch():
+    code = ("import sys\n"
+            "from hf_icl.errors import HfIclError\n"
+            "from hf_icl.models import ModelSpec, check_model_spec\n"
+            "check_model_spec(ModelSpec(spec='tiny-random-llama'), 'cfg.yaml: models.0')\n"
+            "try:\n"
+            "    check_model_spec(ModelSpec(spec='./missing/model'), 'cfg.yaml: models.1')\n"
+            "except HfIclError as err:\n"
+            "    print(err)\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.splitlines() == [
+        "cfg.yaml: models.1: model spec './missing/model': no such local folder", "False False"]
+
+
+def test_custom_model_code_is_accepted_with_trust_remote_code(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "my_arch", "auto_map": {"AutoConfig": "m.C"}}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(HfIclError, match="trust_remote_code: true"):
+        check_model_spec(ModelSpec(spec=str(tmp_path)))
+    check_model_spec(ModelSpec(spec=str(tmp_path), trust_remote_code=True))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    check_model_spec(ModelSpec(spec=str(tmp_path)))
+
+
+def test_loading_from_an_unreachable_hub_is_one_line(monkeypatch):
+    import huggingface_hub.constants
+
+    import hf_icl.models
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_icl.models, "hub_offline", lambda: False)  # past the cheap check
+    with pytest.raises(HfIclError, match=r"^model spec 'HuggingFaceTB/SmolLM2-135M': cannot load "
+                       r"its tokenizer: the Hugging Face Hub is unreachable: offline mode is on"):
+        load_model("HuggingFaceTB/SmolLM2-135M")
