@@ -108,12 +108,19 @@ def _score_segments(model, prefix, length: int, segments: list[Segment],
 
 
 def check_length(model, rendered: RenderedEpisode, max_shots: int, where: str) -> None:
+    """Refuse a prompt longer than the context window, saying what to shorten."""
     limit = context_window(model)
-    longest = rendered.boundaries[max_shots] + max(len(q) for q in rendered.query_ids) + \
-        max(len(c) for c in rendered.candidates)
-    if limit is not None and longest > limit:
+    if limit is None:
+        return
+    tail = max(len(q) for q in rendered.query_ids) + max(len(c) for c in rendered.candidates)
+    if tail > limit:
+        raise HfIclError(f"{where}: a query alone is {tail} tokens, beyond the model's context "
+                         f"window of {limit} tokens; shorten the template or the inputs")
+    longest = rendered.boundaries[max_shots] + tail
+    if longest > limit:
+        fit = max((k for k, end in enumerate(rendered.boundaries) if end + tail <= limit), default=0)
         raise HfIclError(f"{where}: prompt of {longest} tokens at {max_shots} shots exceeds the "
-                         f"model's context window of {limit} tokens; lower shots")
+                         f"model's context window of {limit} tokens; at most {fit} shots fit")
 
 
 @torch.inference_mode()
