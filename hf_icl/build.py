@@ -18,8 +18,8 @@ import yaml
 from hf_icl.config import apply_overrides, from_dict, option, to_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
-from hf_icl.results import umask_mode
 from hf_icl.hub import push
+from hf_icl.results import umask_mode
 from hf_icl.samplers import TaskSampler
 from hf_icl.tasks import TaskDef, load_task
 
