@@ -215,7 +215,7 @@ def test_repro_dai_configs_parse_and_hub_templates_render(monkeypatch, tokenizer
         fields = [f for _, f, _, _ in string.Formatter().parse(self.params.template) if f]
         rows = [{**{f: f"<{f} {i}>" for f in fields}, self.params.label_column: i % 2}
                 for i in range(40)]
-        return self._check_rows(rows, f"fake {split}")
+        return self._check_rows(rows, [f"fake {split} row {i}" for i in range(40)], f"fake {split}")
 
     monkeypatch.setattr(TextClassificationSampler, "_load_split", fake_split)
     for task in config.tasks:

@@ -35,7 +35,7 @@ def test_dai_task_renders_fixture_row_exactly(name, tokenizer):
     task, sampler = load_task(name)
     assert sampler.params.dataset and sampler.params.label_words == words
     assert sampler.format_input(row) == expected
-    sampler._check_rows([row], "fixture")
+    sampler._check_rows([row], ["fixture row 0"], "fixture")
     episode = Episode(task=name, family=task.family, task_id=0, demo_x=[expected],
                       demo_y=np.array([row["label"]]), query_x=[expected],
                       query_y=np.array([row["label"]]), num_classes=len(words), label_words=words)

@@ -48,7 +48,7 @@ def snapshot(model):
 
 def test_registry_and_config_errors():
     assert FT_ARMS.names() == ["dai", "full", "layer_causal", "lora"]
-    with pytest.raises(HfIclError, match=r"cfg.yaml: finetune: arms.0: unknown fine-tuning arm "
+    with pytest.raises(HfIclError, match=r"cfg.yaml: finetune.arms.0: unknown fine-tuning arm "
                        r"'daii' \(did you mean 'dai'\?\); allowed: dai, full, layer_causal, lora"):
         from_dict(FinetuneConfig, {"arms": ["daii"]}, source="cfg.yaml", prefix="finetune")
     with pytest.raises(HfIclError, match="learning rates must be > 0"):

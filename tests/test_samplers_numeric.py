@@ -279,9 +279,9 @@ def test_gmm_flip_rate_matches_label_flip():
 
 
 def test_gmm_subspace_larger_than_dim_is_an_error():
-    with pytest.raises(ConfigError, match=r"params: subspace_dim: 5 is outside 1..dim \(dim = 3\)"):
+    with pytest.raises(ConfigError, match=r"params.subspace_dim: 5 is outside 1..dim \(dim = 3\)"):
         make("gaussian_mixture", dim=3, subspace_dim=5)
-    with pytest.raises(ConfigError, match="gmm.yaml: params: subspace_dim: 50 is outside"):
+    with pytest.raises(ConfigError, match="gmm.yaml: params.subspace_dim: 50 is outside"):
         load_task({"name": "gmm", "subspace_dim": 50})
 
 
@@ -399,7 +399,7 @@ def test_curriculum_schedule_and_active_dims():
     assert tree.episode(0, 1, 0).meta["tree_coords"].max() < 5
     with pytest.raises(HfIclError, match="active_dims 2 is outside 3..20"):
         sampler.active_dims = 2
-    with pytest.raises(ConfigError, match="params: curriculum.dims_end: 30 exceeds dim"):
+    with pytest.raises(ConfigError, match="params.curriculum.dims_end: 30 exceeds dim"):
         regression(dim=20, curriculum={"dims_end": 30})
     with pytest.raises(ConfigError, match="curriculum.points_start/_end/_inc: 50/41/2"):
         regression(dim=20, curriculum={"points_start": 50})
