@@ -102,8 +102,9 @@ def cmd_configs(args: argparse.Namespace) -> None:
 
 def cmd_job(args: argparse.Namespace) -> None:
     from hf_icl.config import apply_overrides, read_yaml
-    from hf_icl.jobs.registry import JOBS, JobOptions
+    from hf_icl.jobs.registry import JOBS
     from hf_icl.jobs.runner import run_job
+    from hf_icl.runtime import JobOptions
 
     path = find_config(args.config)
     data = apply_overrides(read_yaml(path), args.set)

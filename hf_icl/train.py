@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from hf_icl.errors import HfIclError
 from hf_icl.icl_model import loss_sum
-from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.train_config import TrainConfig, TrainSection
 from hf_icl.results import RunFolder
+from hf_icl.runtime import JobOptions
 from hf_icl.train_checkpoints import Checkpoints, load_newest
 from hf_icl.train_eval import evaluate_learner
 from hf_icl.train_setup import TrainTask, build_learner

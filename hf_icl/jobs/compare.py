@@ -34,10 +34,10 @@ from hf_icl.jobs.evaluate import (
     merge_parts,
 )
 from hf_icl.jobs.evaluate import prepare as prepare_evaluation
-from hf_icl.jobs.registry import JobOptions, Shard
 from hf_icl.models import load_model
 from hf_icl.render import RenderedEpisode, TextRenderer
 from hf_icl.results import RunFolder
+from hf_icl.runtime import JobOptions, Shard
 from hf_icl.samplers import rng_for
 from hf_icl.scoring import score_queries
 

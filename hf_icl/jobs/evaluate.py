@@ -24,11 +24,11 @@ from hf_icl.jobs.baselines import (
     tune_baseline,
 )
 from hf_icl.jobs.evaluate_config import EvaluateConfig, split_task_models
-from hf_icl.jobs.registry import JobOptions, Shard
 from hf_icl.jobs.samples import position_row, query_row, rounded
 from hf_icl.models import ModelSpec, check_model_spec, load_model
 from hf_icl.render import RenderedEpisode, RenderOptions, TextRenderer
 from hf_icl.results import RunFolder
+from hf_icl.runtime import JobOptions, Shard
 from hf_icl.samplers import TaskSampler, rng_for
 from hf_icl.scoring import score_queries, score_sequences
 from hf_icl.tasks import Entry, TaskDef, load_task, located, parse_section

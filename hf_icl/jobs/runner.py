@@ -3,27 +3,15 @@ summarise. Nothing is written before every check has passed, so a mistake leaves
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from hf_icl.config import from_dict, to_dict
 from hf_icl.errors import HfIclError
-from hf_icl.jobs.registry import JobOptions, Shard, job_config, job_module
+from hf_icl.jobs.registry import job_config, job_module
 from hf_icl.results import RunFolder, default_out
-
-
-def make_shard() -> Shard:
-    """One process, or this process's rank when started by `accelerate launch` / torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Shard()
-    import torch
-    from accelerate import PartialState
-
-    # On CPU, accelerate needs cpu=True to start gloo (its --cpu flag starts one process only).
-    state = PartialState(cpu=not torch.cuda.is_available())
-    return Shard(state.process_index, state.num_processes, state.wait_for_everyone)
+from hf_icl.runtime import JobOptions, make_shard
 
 
 def _agree(shard, error: HfIclError | None) -> None:

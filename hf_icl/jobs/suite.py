@@ -11,11 +11,12 @@ import math
 import re
 
 from hf_icl.config import to_dict
-from hf_icl.jobs.registry import JobOptions, job_module
+from hf_icl.jobs.registry import job_module
 from hf_icl.jobs.runner import claimed
 from hf_icl.jobs.suite_config import SuiteConfig
 from hf_icl.report import library_versions, panel_grid, png_bytes
 from hf_icl.results import RunFolder, atomic_write
+from hf_icl.runtime import JobOptions
 
 Config = SuiteConfig
 

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from hf_icl.jobs.registry import JobOptions
 from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.models import check_model_spec
 from hf_icl.results import RunFolder
+from hf_icl.runtime import JobOptions
 from hf_icl.tasks import Entry, load_task, located, parse_section
 
 Config = TrainConfig
