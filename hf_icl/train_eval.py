@@ -106,11 +106,11 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
 def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
     """The baselines' curves on the same unseen evaluation episodes the model is scored on."""
     from hf_icl.baselines import make_baseline  # scikit-learn: imported only when needed
-    from hf_icl.jobs.baselines import _split_spec, applies, position_episode
+    from hf_icl.baselines.planning import applies, position_episode, split_spec
 
     rows = []
     for i, spec in enumerate(specs):
-        name, params = _split_spec(spec, i)
+        name, params = split_spec(spec, i)
         for task in tasks:
             episodes = task.eval_episodes("test", section.eval_episodes, section.eval_length)
             baseline = make_baseline(name, **params)
@@ -130,7 +130,7 @@ def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
 
 
 def _baseline_value(baseline, episodes: list[Episode], k: int) -> float:
-    from hf_icl.jobs.baselines import position_episode
+    from hf_icl.baselines.planning import position_episode
 
     preds = baseline.predict([position_episode(ep, k) for ep in episodes], k)
     gold = np.array([ep.demo_y[k] for ep in episodes])

@@ -10,6 +10,7 @@ import numpy as np
 
 from hf_icl.baselines import Baseline, Predictions, make_baseline
 from hf_icl.baselines.base import is_numeric
+from hf_icl.baselines.planning import applies, position_episode, split_spec
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.jobs.evaluate_config import EvaluateConfig
@@ -30,26 +31,11 @@ class BaselineRun:
         return f"baseline:{self.baseline.label}"
 
 
-def _split_spec(spec: Any, index: int) -> tuple[str, dict]:
-    if isinstance(spec, str):
-        return spec, {}
-    if isinstance(spec, dict) and "name" in spec:
-        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    raise HfIclError(f"baselines.{index}: expected a name or {{name: ..., <param>: ...}}, got {spec!r}")
-
-
-def applies(baseline: Baseline, episode: Episode) -> bool:
-    kind = "regression" if episode.is_regression else "classification"
-    if baseline.task_kind not in (kind, "any"):
-        return False
-    return is_numeric(episode.demo_x) or not baseline.reads_x
-
-
 def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode]) -> list[BaselineRun]:
     """Every (baseline, task) pair that applies; a baseline that applies to no task is an error."""
     runs = []
     for i, spec in enumerate(config.baselines):
-        name, params = _split_spec(spec, i)
+        name, params = split_spec(spec, i)
         with located(f"baselines.{i}"):
             make_baseline(name, **params)  # an unknown name or bad params fail here, located
         matched = False
@@ -78,14 +64,6 @@ def _scores(p: Predictions, q: int) -> list[float] | None:
 def _pred(p: Predictions, q: int) -> Any:
     value = p.pred[q]
     return float(value) if np.issubdtype(np.asarray(value).dtype, np.floating) else int(value)
-
-
-def position_episode(ep: Episode, k: int) -> Episode:
-    """Sequential protocol: the first k examples are the demos, example k is the query."""
-    return Episode(task=ep.task, family=ep.family, task_id=ep.task_id,
-                   demo_x=ep.demo_x[:k], demo_y=ep.demo_y[:k],
-                   query_x=ep.demo_x[k:k + 1], query_y=ep.demo_y[k:k + 1],
-                   num_classes=ep.num_classes, label_words=ep.label_words, meta=ep.meta)
 
 
 def baseline_rows(config: EvaluateConfig, run: BaselineRun, episodes: list[Episode],

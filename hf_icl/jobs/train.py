@@ -24,7 +24,7 @@ def prepare(config: TrainConfig, source: str = "config", options: JobOptions | N
     """The checks a train run can make before its folder exists: the model spec, every task
     entry (parameters, render options, a first episode) and the baselines."""
     from hf_icl.baselines import make_baseline
-    from hf_icl.jobs.baselines import _split_spec
+    from hf_icl.baselines.planning import split_spec
     from hf_icl.render import RenderOptions
 
     if config.model is not None:
@@ -39,7 +39,7 @@ def prepare(config: TrainConfig, source: str = "config", options: JobOptions | N
             sampler.episode(0, config.train.num_examples, 0, "train")
     for i, spec in enumerate(config.baselines):
         with located(source):
-            name, params = _split_spec(spec, i)
+            name, params = split_spec(spec, i)
             with located(f"baselines.{i}"):
                 make_baseline(name, **params)
     check_environment(config)  # last: it imports torch
