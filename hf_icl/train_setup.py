@@ -18,7 +18,6 @@ from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.render.embedding import EmbeddingRenderer, ReadIn
 from hf_icl.samplers import TaskSampler
-from hf_icl.samplers.regression import RegressionSampler
 from hf_icl.tasks import load_task
 
 EVAL_OFFSET = 2 ** 40  # seen-task evaluation episodes: far past any training episode index
@@ -35,24 +34,23 @@ class TrainTask:
     eval_only: bool
 
     def stage(self, step: int, section) -> tuple[int | None, int]:
-        """(active dims, examples per sequence) at ``step`` (the regression curriculum)."""
-        if section.curriculum and isinstance(self.sampler, RegressionSampler) \
-                and self.sampler.params.curriculum:
-            return self.sampler.curriculum_at(step)
+        """(active dims, examples per sequence) at ``step``: the task's curriculum, if it has
+        one and train.curriculum follows it; else all dims and train.num_examples."""
+        dims, num_examples = self.sampler.curriculum_at(step)
+        if section.curriculum and num_examples is not None:
+            return dims, num_examples
         return None, section.num_examples
 
     def draw(self, first: int, count: int, num_examples: int, split: str,
              active_dims: int | None = None) -> list[Episode]:
-        """Episodes first..first+count-1 of a split (the sampler keeps per-batch properties)."""
-        if isinstance(self.sampler, RegressionSampler):
-            self.sampler.active_dims = active_dims or self.sampler.params.dim
-        return self.sampler.episodes(first, count, num_examples, 0, split)
+        """Episodes first..first+count-1 of a split (the sampler keeps per-batch properties);
+        the curriculum stage goes to the sampler as an argument."""
+        stage = {} if active_dims is None else {"active_dims": active_dims}
+        return self.sampler.episodes(first, count, num_examples, 0, split, **stage)
 
     def eval_episodes(self, split: str, count: int, num_examples: int) -> list[Episode]:
         """Fixed evaluation episodes; the curriculum's last stage (Garg et al. evaluate there)."""
-        dims = None
-        if isinstance(self.sampler, RegressionSampler):
-            dims = self.sampler.curriculum_at(2 ** 62)[0]
+        dims = self.sampler.curriculum_at(2 ** 62)[0]
         first = EVAL_OFFSET if split == "train" else 0
         return self.draw(first, count, num_examples, split, dims)
 

@@ -390,19 +390,39 @@ def test_curriculum_schedule_and_active_dims():
     sampler = regression(function="sparse_linear", dim=20, curriculum={"interval": 100})
     assert sampler.curriculum_at(250) == (7, 15)
     assert regression(dim=20).curriculum_at(250) == (20, None)
-    sampler.active_dims = sampler.curriculum_at(0)[0]
-    ep = sampler.episode(0, 50, 0)
+    ep = sampler.episode(0, 50, 0, active_dims=sampler.curriculum_at(0)[0])
     assert not ep.demo_x[:, 5:].any() and ep.demo_x[:, :5].all()
     assert not ep.meta["w"][5:].any() and ep.meta["active_dims"] == 5
     tree = regression(function="decision_tree", dim=20)
-    tree.active_dims = 5
-    assert tree.episode(0, 1, 0).meta["tree_coords"].max() < 5
+    assert tree.episode(0, 1, 0, active_dims=5).meta["tree_coords"].max() < 5
     with pytest.raises(HfIclError, match="active_dims 2 is outside 3..20"):
-        sampler.active_dims = 2
+        sampler.episode(0, 1, 0, active_dims=2)
     with pytest.raises(ConfigError, match="params.curriculum.dims_end: 30 exceeds dim"):
         regression(dim=20, curriculum={"dims_end": 30})
     with pytest.raises(ConfigError, match="curriculum.points_start/_end/_inc: 50/41/2"):
         regression(dim=20, curriculum={"points_start": 50})
+
+
+def test_curriculum_arguments_leave_the_sampler_unchanged():
+    """An episode is a pure function of (params, split, index, curriculum arguments)."""
+    sampler = regression(function="sparse_linear", dim=8, curriculum={"dims_start": 3, "dims_end": 8})
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(sampler).items()}
+    full = sampler.episode(4, 6, 2, "train")
+    staged = sampler.episodes(4, 3, 6, 2, "train", active_dims=3)
+    assert all(not ep.demo_x[:, 3:].any() and ep.meta["active_dims"] == 3 for ep in staged)
+    assert sampler.episode(4, 6, 2, "train").meta["active_dims"] == 8  # no stage left behind
+    again = sampler.episode(4, 6, 2, "train", active_dims=3)
+    for a, b in ((staged[0], again), (full, sampler.episode(4, 6, 2, "train"))):
+        np.testing.assert_array_equal(a.demo_x, b.demo_x)
+        np.testing.assert_array_equal(a.query_y, b.query_y)
+        np.testing.assert_array_equal(a.meta["w"], b.meta["w"])
+    assert vars(sampler).keys() == before.keys()
+    for key, value in vars(sampler).items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, before[key])
+        else:
+            assert value is before[key]
+    assert projected().curriculum_at(100) == (None, None)
 
 
 def test_regression_config_errors():

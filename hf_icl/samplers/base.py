@@ -24,8 +24,10 @@ def rng_for(*keys: int | str) -> np.random.Generator:
 class TaskSampler(ABC):
     """One task family with fixed parameters.
 
-    ``episode(index, ...)`` is a pure function of (params, split, index): episode ``index`` of the
-    split's stream. ``split='train'`` draws meta-training tasks, ``'test'`` meta-test tasks
+    ``episode(index, ...)`` is a pure function of (params, split, index, curriculum arguments):
+    episode ``index`` of the split's stream. A family with a curriculum takes its stage as
+    keyword arguments (regression: ``active_dims``) rather than holding it, so no caller
+    changes a sampler's state. ``split='train'`` draws meta-training tasks, ``'test'`` meta-test tasks
     (e.g. unseen projections); families without such a split use the same tasks for both but
     different examples.
     """
@@ -51,6 +53,12 @@ class TaskSampler(ABC):
                  split: Split = "test") -> list[Episode]:
         """A batch of consecutive episodes (families may enforce per-batch properties)."""
         return [self.episode(first + i, num_demos, num_queries, split) for i in range(count)]
+
+    def curriculum_at(self, step: int) -> tuple[int | None, int | None]:
+        """(active_dims, examples per sequence) of the curriculum at training step ``step``;
+        (None, None) for a family without one. A non-None active_dims goes back to
+        ``episode``/``episodes`` as a keyword argument."""
+        return None, None
 
     def max_demos(self) -> int | None:
         """Largest number of demonstrations an episode can have (None: unbounded)."""

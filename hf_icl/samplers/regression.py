@@ -4,13 +4,14 @@ x ~ N(0, Σ) with Σ diagonal (identity, skewed, or given eigenvalues); the task
 drawn from a prior (linear, noisy linear, sparse linear, 2-layer ReLU net, decision tree) and
 y = f(x). Weights follow N(0, I) as in Garg et al., or N(0, Σ^-1) as in Gatmiry et al.
 
-Curriculum (Garg et al.): the trainer sets ``sampler.active_dims`` from
-``sampler.curriculum_at(step)``; coordinates beyond it are zero in every x, dense weights are
-still drawn in all d dimensions, and functions that pick coordinates (the sparse support, the
-tree's splits) pick among the active ones. ``meta['input_cov']`` is Σ itself (d x d, before
-zeroing). ``meta['error_scale']`` is E[f(x)^2] under the prior (noise excluded), so Garg's
-normalised squared error of predicting 0 is about 1: d for linear and ReLU tasks, the
-sparsity for sparse ones, 1 for trees when Σ = I.
+Curriculum (Garg et al.): the trainer passes ``active_dims`` from ``sampler.curriculum_at(step)``
+to ``episode``/``episodes`` (the sampler keeps no state, so an episode is a pure function of the
+parameters, split, index and these arguments); coordinates beyond it are zero in every x, dense
+weights are still drawn in all d dimensions, and functions that pick coordinates (the sparse
+support, the tree's splits) pick among the active ones. ``meta['input_cov']`` is Σ itself
+(d x d, before zeroing). ``meta['error_scale']`` is E[f(x)^2] under the prior (noise
+excluded), so Garg's normalised squared error of predicting 0 is about 1: d for linear and
+ReLU tasks, the sparsity for sparse ones, 1 for trees when Σ = I.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hf_icl.config import option
+from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.samplers.base import FAMILIES, Split
 from hf_icl.samplers.pool import Draw, PooledSampler, PoolParams
@@ -36,27 +38,27 @@ def _prior_weights(rng: np.random.Generator, sampler: RegressionSampler) -> np.n
     return z
 
 
-def _linear_task(rng: np.random.Generator, sampler: RegressionSampler) -> TaskParams:
+def _linear_task(rng: np.random.Generator, sampler: RegressionSampler, active: int) -> TaskParams:
     return {"w": _prior_weights(rng, sampler)}
 
 
-def _sparse_task(rng: np.random.Generator, sampler: RegressionSampler) -> TaskParams:
+def _sparse_task(rng: np.random.Generator, sampler: RegressionSampler, active: int) -> TaskParams:
     w = _prior_weights(rng, sampler)
-    support = rng.choice(sampler.active_dims, size=sampler.params.sparsity, replace=False)
+    support = rng.choice(active, size=sampler.params.sparsity, replace=False)
     sparse = np.zeros_like(w)
     sparse[support] = w[support]
     return {"w": sparse}
 
 
-def _relu_task(rng: np.random.Generator, sampler: RegressionSampler) -> TaskParams:
+def _relu_task(rng: np.random.Generator, sampler: RegressionSampler, active: int) -> TaskParams:
     p = sampler.params
     return {"W1": rng.standard_normal((p.hidden, p.dim)), "w2": rng.standard_normal(p.hidden)}
 
 
-def _tree_task(rng: np.random.Generator, sampler: RegressionSampler) -> TaskParams:
+def _tree_task(rng: np.random.Generator, sampler: RegressionSampler, active: int) -> TaskParams:
     """A full binary tree: node i (heap order) splits on the sign of coordinate tree_coords[i]."""
     depth = sampler.params.depth
-    return {"tree_coords": rng.integers(sampler.active_dims, size=2 ** depth - 1),
+    return {"tree_coords": rng.integers(active, size=2 ** depth - 1),
             "leaf_values": rng.standard_normal(2 ** depth)}
 
 
@@ -78,29 +80,32 @@ def _tree_target(task: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return leaves[node - len(coords)]
 
 
-def _coordinate_power(sampler: RegressionSampler) -> np.ndarray:
+def _coordinate_power(sampler: RegressionSampler, active: int) -> np.ndarray:
     """E[w_i^2 x_i^2] per active coordinate: λ_i under N(0, I) weights, 1 under N(0, Σ^-1)."""
-    active = sampler.eigenvalues[:sampler.active_dims]
-    return active if sampler.params.weight_prior == "identity" else np.ones_like(active)
+    powers = sampler.eigenvalues[:active]
+    return powers if sampler.params.weight_prior == "identity" else np.ones_like(powers)
 
 
-def _linear_scale(sampler: RegressionSampler) -> float:
-    return float(_coordinate_power(sampler).sum())
+def _linear_scale(sampler: RegressionSampler, active: int) -> float:
+    return float(_coordinate_power(sampler, active).sum())
 
 
-def _sparse_scale(sampler: RegressionSampler) -> float:
-    return _linear_scale(sampler) * sampler.params.sparsity / sampler.active_dims
+def _sparse_scale(sampler: RegressionSampler, active: int) -> float:
+    return _linear_scale(sampler, active) * sampler.params.sparsity / active
 
 
-def _relu_scale(sampler: RegressionSampler) -> float:
+def _relu_scale(sampler: RegressionSampler, active: int) -> float:
     """E|x|^2: each of the h units contributes E[relu(g)^2] = E|x|^2 / 2, times 2/h."""
-    return float(sampler.eigenvalues[:sampler.active_dims].sum())
+    return float(sampler.eigenvalues[:active].sum())
 
 
 class FunctionClass(NamedTuple):
-    draw: Callable[[np.random.Generator, RegressionSampler], TaskParams]
+    """How a function class draws a task, evaluates it and scales its error; ``active`` is the
+    number of leading input coordinates in use (the curriculum stage)."""
+
+    draw: Callable[[np.random.Generator, RegressionSampler, int], TaskParams]
     target: Callable[[dict[str, Any], np.ndarray], np.ndarray]
-    error_scale: Callable[[RegressionSampler], float]
+    error_scale: Callable[[RegressionSampler, int], float]
 
 
 _LINEAR = FunctionClass(_linear_task, _linear_target, _linear_scale)
@@ -109,7 +114,7 @@ FUNCTION_CLASSES: dict[str, FunctionClass] = {
     "noisy_linear": _LINEAR,  # the noise is added by the sampler
     "sparse_linear": FunctionClass(_sparse_task, _linear_target, _sparse_scale),
     "relu_net": FunctionClass(_relu_task, _relu_target, _relu_scale),
-    "decision_tree": FunctionClass(_tree_task, _tree_target, lambda sampler: 1.0),
+    "decision_tree": FunctionClass(_tree_task, _tree_target, lambda sampler, active: 1.0),
 }
 LINEAR_FUNCTIONS = ("linear", "noisy_linear", "sparse_linear")
 
@@ -226,34 +231,44 @@ class RegressionSampler(PooledSampler):
         self.eigenvalues.flags.writeable = False
         self.input_cov = np.diag(self.eigenvalues)
         self.input_cov.flags.writeable = False
-        self._active_dims = params.dim
 
-    @property
-    def active_dims(self) -> int:
-        """Leading coordinates that are non-zero in x (all of them unless a trainer sets it)."""
-        return self._active_dims
-
-    @active_dims.setter
-    def active_dims(self, value: int) -> None:
+    def _active(self, active_dims: int | None) -> int:
+        """Leading coordinates that are non-zero in x: all of them unless a curriculum says."""
+        if active_dims is None:
+            return self.params.dim
         lowest = self.params.sparsity if self.params.function == "sparse_linear" else 1
-        if not lowest <= value <= self.params.dim:
-            raise HfIclError(f"task {self.name!r}: active_dims {value} is outside "
+        if not lowest <= active_dims <= self.params.dim:
+            raise HfIclError(f"task {self.name!r}: active_dims {active_dims} is outside "
                              f"{lowest}..{self.params.dim}")
-        self._active_dims = value
+        return active_dims
+
+    def episode(self, index: int, num_demos: int, num_queries: int, split: Split = "test",
+                active_dims: int | None = None) -> Episode:
+        """Episode ``index`` of ``split`` with only the first ``active_dims`` coordinates of x
+        in use (the curriculum stage; None: all d)."""
+        return self.make_episode(index, num_demos, num_queries, split,
+                                 active_dims=self._active(active_dims))
+
+    def episodes(self, first: int, count: int, num_demos: int, num_queries: int,
+                 split: Split = "test", active_dims: int | None = None) -> list[Episode]:
+        return [self.episode(first + i, num_demos, num_queries, split, active_dims)
+                for i in range(count)]
 
     def curriculum_at(self, step: int) -> tuple[int, int | None]:
         """(active_dims, num_points) at ``step``; (dim, None) without a curriculum."""
         curriculum = self.params.curriculum
         return curriculum.at(step) if curriculum else (self.params.dim, None)
 
-    def draw(self, task_id: int, split: Split, rng: np.random.Generator, count: int) -> Draw:
+    def draw(self, task_id: int, split: Split, rng: np.random.Generator, count: int,
+             active_dims: int | None = None) -> Draw:
         p = self.params
-        task = self.function.draw(self.pool.task_rng(task_id), self)
+        active = self._active(active_dims)
+        task = self.function.draw(self.pool.task_rng(task_id), self, active)
         x = rng.standard_normal((count, p.dim)) * np.sqrt(self.eigenvalues)
-        x[:, self.active_dims:] = 0.0
+        x[:, active:] = 0.0
         noise_std = p.noise_std if p.function == "noisy_linear" else 0.0
         y = self.function.target(task, x) + noise_std * rng.standard_normal(count)
         meta = {"function": p.function, **task, "noise_std": noise_std,
-                "error_scale": self.function.error_scale(self), "active_dims": self.active_dims,
+                "error_scale": self.function.error_scale(self, active), "active_dims": active,
                 "input_cov": self.input_cov}
         return Draw(x=x, y=y, meta=meta)
