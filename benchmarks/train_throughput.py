@@ -48,7 +48,7 @@ CASES = {
 
 def _config(case: str):
     from hf_icl.config import from_dict
-    from hf_icl.jobs.train_config import TrainConfig
+    from hf_icl.training.config import TrainConfig
 
     return from_dict(TrainConfig, CASES[case]["config"], source=f"case {case}")
 
@@ -57,8 +57,8 @@ def run_ours(case: str) -> list[tuple[int, float]]:
     """(tokens, seconds) per step of hf-icl's train_step."""
     from accelerate import Accelerator
 
-    from hf_icl.train import make_optimizer, train_step
-    from hf_icl.train_setup import build_learner
+    from hf_icl.training.loop import make_optimizer, train_step
+    from hf_icl.training.setup import build_learner
 
     config = _config(case)
     section = config.train
@@ -121,7 +121,7 @@ def run_trainer(case: str) -> list[tuple[int, float]]:
         default_data_collator,
     )
 
-    from hf_icl.train_setup import build_learner
+    from hf_icl.training.setup import build_learner
 
     config = _config(case)
     section = config.train

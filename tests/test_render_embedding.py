@@ -12,11 +12,11 @@ from torch import nn
 from hf_icl.cli import main
 from hf_icl.config import from_dict
 from hf_icl.icl_model import ICLModel, embedding_batch, load_trained
-from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.render.embedding import EmbeddingRenderer, ReadIn
 from hf_icl.small_models import SmallModelConfig, build_small_model
 from hf_icl.tasks import load_task
-from hf_icl.train_setup import build_learner
+from hf_icl.training.config import TrainConfig
+from hf_icl.training.setup import build_learner
 
 REGRESSION = {"name": "linear_regression", "dim": 3, "render": {"renderer": "embedding"}}
 GMM = {"name": "gmm", "dim": 4, "render": {"renderer": "embedding"}}

@@ -22,10 +22,10 @@ from hf_icl.config import from_dict, read_yaml
 from hf_icl.errors import HfIclError
 from hf_icl.icl_model import text_batch
 from hf_icl.jobs.registry import job_module
-from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.tasks import load_task
-from hf_icl.train_setup import build_learner
+from hf_icl.training.config import TrainConfig
+from hf_icl.training.setup import build_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_REGRESSION = {
@@ -144,7 +144,7 @@ def interrupted_copy(reference: Path, to: Path) -> Path:
 @pytest.mark.parametrize("damage", ["deleted file", "truncated file", "no marker"])
 def test_half_written_checkpoint_resumes_from_the_previous_one(tmp_path, reference, capsys,
                                                                damage):
-    from hf_icl.train_checkpoints import MARKER, problem
+    from hf_icl.training.checkpoints import MARKER, problem
 
     run = interrupted_copy(reference, tmp_path / "run")
     newest = run / "checkpoints" / "step-60"
@@ -164,7 +164,7 @@ def test_half_written_checkpoint_resumes_from_the_previous_one(tmp_path, referen
 
 
 def test_checkpoint_check_names_each_problem(tmp_path, reference, capsys):
-    from hf_icl.train_checkpoints import MARKER, Checkpoints, problem
+    from hf_icl.training.checkpoints import MARKER, Checkpoints, problem
 
     saved = tmp_path / "checkpoints"
     shutil.copytree(reference / "checkpoints", saved)
@@ -265,7 +265,7 @@ def test_momentum_attention_trains():
 
 
 def test_ranks_take_disjoint_slices_of_each_global_batch():
-    from hf_icl.train import my_slices
+    from hf_icl.training.loop import my_slices
 
     for world in (1, 2, 4):
         taken = [i for rank in range(world) for part in my_slices(16, 2, rank, world)

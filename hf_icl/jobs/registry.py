@@ -16,7 +16,7 @@ from hf_icl.registry import Registry
 JOBS: Registry[tuple[str, str]] = Registry("job")  # name → (job module, config class path)
 JOBS.register("evaluate")(("hf_icl.jobs.evaluate", "hf_icl.jobs.evaluate_config:EvaluateConfig"))
 JOBS.register("compare")(("hf_icl.jobs.compare", "hf_icl.jobs.compare_config:CompareConfig"))
-JOBS.register("train")(("hf_icl.jobs.train", "hf_icl.jobs.train_config:TrainConfig"))
+JOBS.register("train")(("hf_icl.jobs.train", "hf_icl.training.config:TrainConfig"))
 JOBS.register("suite")(("hf_icl.jobs.suite", "hf_icl.jobs.suite_config:SuiteConfig"))
 
 

@@ -1,21 +1,21 @@
-"""`hf-icl train`: meta-train a model for in-context learning (see hf_icl/train.py).
+"""`hf-icl train`: meta-train a model for in-context learning (the stack is hf_icl/training/).
 
 `accelerate launch -m hf_icl train CONFIG` runs the same config on several processes or GPUs.
 """
 
 from __future__ import annotations
 
-from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.models import check_model_spec
 from hf_icl.results import RunFolder
 from hf_icl.runtime import JobOptions
 from hf_icl.tasks import Entry, load_task, located, parse_section
+from hf_icl.training.config import TrainConfig
 
 Config = TrainConfig
 
 
 def check_environment(config: TrainConfig) -> None:
-    from hf_icl.train import check_environment
+    from hf_icl.training.loop import check_environment
 
     check_environment(config.train)
 
@@ -46,14 +46,14 @@ def prepare(config: TrainConfig, source: str = "config", options: JobOptions | N
 
 
 def run(config: TrainConfig, folder: RunFolder, options: JobOptions, plan: None = None) -> dict | None:
-    from hf_icl.train import train
+    from hf_icl.training.loop import train
 
     folder.file("runs")  # TensorBoard logs, written by accelerate's tracker
     return train(config, folder, options)
 
 
 def summary(results: dict) -> str:
-    from hf_icl.train_report import summary_lines
+    from hf_icl.training.report import summary_lines
 
     lines = [f"{results['model']}: {results['steps']} steps, final loss {results['final_loss']:.4f}"]
     return "\n".join(lines + summary_lines(results))

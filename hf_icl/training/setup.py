@@ -14,11 +14,11 @@ from hf_icl.config import from_dict, to_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.icl_model import ICLModel, LabelBatch, embedding_batch, text_batch
-from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.render.embedding import EmbeddingRenderer, ReadIn
 from hf_icl.samplers import TaskSampler
 from hf_icl.tasks import load_task
+from hf_icl.training.config import TrainConfig
 
 EVAL_OFFSET = 2 ** 40  # seen-task evaluation episodes: far past any training episode index
 

@@ -12,12 +12,12 @@ import yaml
 from hf_icl.config import to_dict
 from hf_icl.hub import push
 from hf_icl.icl_model import save_learner
-from hf_icl.jobs.train_config import TrainConfig
 from hf_icl.report import library_versions, png_bytes
 from hf_icl.results import RunFolder, atomic_write
 from hf_icl.runtime import JobOptions
-from hf_icl.train_eval import baseline_curves
-from hf_icl.train_setup import learner_info
+from hf_icl.training.config import TrainConfig
+from hf_icl.training.evaluation import baseline_curves
+from hf_icl.training.setup import learner_info
 
 CURVE_KEYS = ("mean", "final", "slope", "curve")
 

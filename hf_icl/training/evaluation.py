@@ -18,7 +18,7 @@ import torch
 
 from hf_icl.episode import Episode
 from hf_icl.icl_model import LabelBatch
-from hf_icl.train_setup import TrainTask
+from hf_icl.training.setup import TrainTask
 
 SPLIT_NAMES = {"train": "seen", "test": "unseen"}
 

@@ -8,7 +8,7 @@ its own slice of each accumulation step; the loss is a sum over label positions 
 batch's total number of labels, so gradients do not depend on the number of processes.
 
 Resume: checkpoints (trainable weights, optimizer, scheduler, RNG states, step) are complete
-by construction (see train_checkpoints). A rerun loads the newest complete checkpoint and drops
+by construction (see checkpoints.py). A rerun loads the newest complete checkpoint and drops
 later lines of metrics.jsonl, so a killed and resumed run ends with the same weights and logs
 as an uninterrupted one.
 """
@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 from hf_icl.errors import HfIclError
 from hf_icl.icl_model import loss_sum
-from hf_icl.jobs.train_config import TrainConfig, TrainSection
 from hf_icl.results import RunFolder
 from hf_icl.runtime import JobOptions
-from hf_icl.train_checkpoints import Checkpoints, load_newest
-from hf_icl.train_eval import evaluate_learner
-from hf_icl.train_setup import TrainTask, build_learner
+from hf_icl.training.checkpoints import Checkpoints, load_newest
+from hf_icl.training.config import TrainConfig, TrainSection
+from hf_icl.training.evaluation import evaluate_learner
+from hf_icl.training.setup import TrainTask, build_learner
 
 
 @dataclass
@@ -177,7 +177,7 @@ def train_line(progress: Progress, scheduler) -> dict:
 
 def train(config: TrainConfig, folder: RunFolder, options: JobOptions) -> dict | None:
     """Run (or resume) meta-training into ``folder``; the main process returns the results."""
-    from hf_icl.train_report import finish, push_model, tracker_config
+    from hf_icl.training.report import finish, push_model, tracker_config
 
     if folder.file("results.json").is_file():  # written last: the run is complete
         if options.shard.rank != 0:
