@@ -7,24 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from hf_icl.models import load_model_cached
+from hf_icl.models import load_model
 
 
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct, the real offline pretrained model: (model, tokenizer)."""
-    return load_model_cached("smollm2-135m")
+    return load_model("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    return load_model_cached("tiny-random-llama")
+    return load_model("tiny-random-llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma3():
     """A tiny Gemma 3 with a 16-token sliding window on its first layer."""
-    return load_model_cached("tiny-random-gemma3")
+    return load_model("tiny-random-gemma3")
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +57,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _arithmetic_rows(count: int, seed: int) -> list[dict]:
+    """Sums with 3-5 numeric choices each (multi-token under SmolLM2, which splits digits)."""
+    import random
+
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        a, b = rnd.randint(2, 60), rnd.randint(2, 60)
+        wrong = rnd.sample([n for n in range(4, 400) if n != a + b], rnd.randint(2, 4))
+        choices = [str(n) for n in wrong]
+        answer = rnd.randint(0, len(choices))
+        choices.insert(answer, str(a + b))
+        rows.append({"a": a, "b": b, "choices": choices, "answer": answer})
+    return rows
+
+
+@pytest.fixture
+def lm_eval_task_dir(tmp_path: Path) -> Path:
+    """tests/lm_eval_tasks (YAMLs with include, !function, a group) over local JSONL data."""
+    import shutil
+
+    folder = tmp_path / "lm_eval_tasks"
+    shutil.copytree(Path(__file__).parent / "lm_eval_tasks", folder)
+    for split, count, seed in (("train", 24, 0), ("test", 12, 1)):
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in _arithmetic_rows(count, seed)))
+    base = folder / "_mc_base.yaml"
+    base.write_text(base.read_text().replace("DATA/", f"{folder}/"))
+    return folder

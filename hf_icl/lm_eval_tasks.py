@@ -1,0 +1,264 @@
+"""lm-evaluation-harness tasks as hf-icl documents, loaded and formatted by lm-eval itself.
+
+lm-eval's `TaskManager` reads the YAML (``include:``, ``!function``, ``process_docs``, Jinja
+templates, groups) and its `fewshot_context` writes every prompt, so descriptions, delimiters
+and few-shot formatting are lm-eval's by construction. hf-icl only decides which demonstrations
+each prompt gets (through the sampler it hands to lm-eval) and scores the results faster.
+Generation tasks reuse `load_lm_eval_tasks` and `fewshot_contexts`; `mc_documents` is the
+multiple-choice view.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_icl.errors import HfIclError, did_you_mean
+
+INSTALL = "pip install 'hf-icl[lm-eval]'"
+DEFAULT_FEWSHOT_SEED = 1234  # lm-eval's fewshot_random_seed default
+SELECTIONS = ("task", "first_n", "lm_eval_default", "fixed")
+
+
+def require_lm_eval():
+    """The lm_eval module, or one line saying how to install it."""
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager  # noqa: F401
+    except ImportError:
+        raise HfIclError(f"lm-eval tasks need lm-evaluation-harness: {INSTALL}") from None
+    return lm_eval
+
+
+@dataclass
+class LmEvalTask:
+    """One leaf lm-eval task (a group gives several) and the settings its prompts use."""
+
+    name: str
+    task: Any  # lm_eval.api.task.ConfigurableTask
+    group: str | None = None
+
+    @property
+    def output_type(self) -> str:
+        return self.task.config.output_type
+
+    @property
+    def target_delimiter(self) -> str:
+        return self.task.config.target_delimiter
+
+    @property
+    def fewshot_delimiter(self) -> str:
+        return self.task.config.fewshot_delimiter
+
+    @property
+    def description(self) -> str:
+        return self.task.config.description or ""
+
+    @property
+    def task_sampler(self) -> str:
+        """The sampler the task's own ``fewshot_config`` names ("default" when none)."""
+        sampler = self.task.fewshot_cfg.sampler if self.task.config.fewshot_config else "default"
+        return sampler if isinstance(sampler, str) else type(sampler).__name__
+
+    def fewshot_pool(self) -> list[dict]:
+        docs = self.task.fewshot_docs()
+        return list(docs) if docs is not None else []
+
+    def eval_docs(self, limit: int | None = None) -> list[dict]:
+        docs = self.task.eval_docs
+        count = len(docs) if limit is None else min(limit, len(docs))
+        return [docs[i] for i in range(count)]
+
+
+@contextmanager
+def _quiet_lm_eval():
+    """lm-eval logs every template check at WARNING; hf-icl reports what matters itself."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _manager(ref: str, include_path: str | None):
+    from lm_eval.tasks import TaskManager
+
+    paths = [str(Path(p)) for p in ([include_path] if include_path else [])]
+    is_file = Path(ref).suffix in (".yaml", ".yml")
+    if is_file:
+        paths.append(str(Path(ref).resolve().parent))
+    # A YAML path needs only its own folder indexed: skipping lm-eval's ~14k built-in YAMLs
+    # keeps validation fast.
+    return TaskManager(include_path=paths or None, include_defaults=not is_file)
+
+
+def load_lm_eval_tasks(ref: str, include_path: str | None = None) -> list[LmEvalTask]:
+    """Every leaf task of an lm-eval task name, group name or YAML path, with its dataset."""
+    require_lm_eval()
+    if include_path and not Path(include_path).is_dir():
+        raise HfIclError(f"include_path {include_path!r}: no such folder")
+    with _quiet_lm_eval():
+        manager = _manager(ref, include_path)
+        is_file = Path(ref).suffix in (".yaml", ".yml")
+        if is_file and not Path(ref).is_file():
+            raise HfIclError(f"lm-eval task file {ref!r}: no such file")
+        key = _name_of_file(manager, ref) if is_file else ref
+        if key not in manager.all_tasks:
+            raise HfIclError(f"unknown lm-eval task {key!r}{did_you_mean(key, manager.all_tasks)}"
+                             + ("" if include_path else "; a task outside lm-eval needs "
+                                "include_path (its folder) or a YAML path"))
+        try:
+            loaded = manager.load([key])
+        except HfIclError:
+            raise
+        except Exception as err:  # lm-eval and datasets raise many types; name the dataset
+            raise HfIclError(_load_failure(manager, key, err)) from None
+    group_of = {child: group for group, children in loaded["group_map"].items()
+                for child in children}
+    return [LmEvalTask(name, task, group_of.get(name)) for name, task in loaded["tasks"].items()]
+
+
+def _name_of_file(manager, ref: str) -> str:
+    """The task or group a YAML file declares, found in lm-eval's own index of its folder."""
+    path = Path(ref).resolve()
+    for name, entry in manager.task_index.items():
+        if entry.yaml_path is not None and Path(entry.yaml_path).resolve() == path:
+            return name
+    raise HfIclError(f"lm-eval task file {ref!r} declares no task or group lm-eval can index")
+
+
+def _load_failure(manager, key: str, err: Exception) -> str:
+    import os
+
+    entry = manager._entry(key)
+    config = getattr(entry, "cfg", None) or {}
+    dataset = config.get("dataset_path") if isinstance(config, dict) else None
+    where = f"lm-eval task {key!r}" + (f": dataset {dataset!r}" if dataset else "")
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    unreachable = isinstance(err, ConnectionError) or any(
+        word in text.lower() for word in ("offline", "connect", "couldn't reach", "not found on"))
+    if unreachable or (offline and type(err).__name__ in ("DatasetNotFoundError", "FileNotFoundError")):
+        return (f"{where} cannot be loaded: the Hugging Face Hub is unreachable (offline) and it "
+                f"is not cached locally ({type(err).__name__}: {text[:200]})")
+    return f"{where} cannot be loaded: {type(err).__name__}: {text[:300]}"
+
+
+@dataclass
+class McDocument:
+    """A multiple-choice document: lm-eval's doc_id, its processed doc, choices and gold."""
+
+    doc_id: int
+    doc: dict
+    choices: list[str]
+    gold: int
+
+
+def mc_documents(task: LmEvalTask, limit: int | None = None) -> list[McDocument]:
+    """The first ``limit`` evaluation documents (lm-eval's ``--limit``), checked.
+
+    A document without choices, or whose gold index is out of range, is an error naming it:
+    lm-eval would count it as wrong, which says nothing about the model."""
+    if task.output_type != "multiple_choice":
+        raise HfIclError(f"lm-eval task {task.name!r}: output_type {task.output_type!r} is not "
+                         "supported (multiple_choice is; generate_until is scored by the "
+                         "generation scorer)")
+    if task.task.multiple_input:
+        raise HfIclError(f"lm-eval task {task.name!r}: one context per choice (multiple inputs, "
+                         "as in winogrande) is not supported")
+    if task.task.multiple_target:
+        raise HfIclError(f"lm-eval task {task.name!r}: several gold answers per document are "
+                         "not supported")
+    docs = []
+    for doc_id, doc in enumerate(task.eval_docs(limit)):
+        choices = task.task.doc_to_choice(doc)
+        gold = task.task.doc_to_target(doc)
+        if isinstance(gold, str):
+            gold = choices.index(gold) if gold in choices else -1
+        if not choices:
+            raise HfIclError(f"lm-eval task {task.name!r}: document {doc_id} has no choices")
+        if not isinstance(gold, int) or not 0 <= gold < len(choices):
+            raise HfIclError(f"lm-eval task {task.name!r}: document {doc_id} has gold {gold!r} "
+                             f"outside its {len(choices)} choices")
+        docs.append(McDocument(doc_id, doc, list(choices), gold))
+    if not docs:
+        raise HfIclError(f"lm-eval task {task.name!r} has no evaluation documents")
+    return docs
+
+
+@dataclass(frozen=True)
+class DemoSelection:
+    """Which demonstrations lm-eval's formatter gets: ``task`` (its fewshot_config),
+    ``first_n``, ``lm_eval_default`` (lm-eval's random sampler, replayed) or ``fixed``."""
+
+    selection: str = "task"
+    seed: int = DEFAULT_FEWSHOT_SEED
+    indices: tuple[int, ...] = ()  # fixed: pool indices, in order
+
+    def resolved(self, task: LmEvalTask) -> str:
+        if self.selection != "task":
+            return self.selection
+        return "first_n" if task.task_sampler == "first_n" else "lm_eval_default"
+
+    def shared(self, task: LmEvalTask) -> bool:
+        """One demo list for every document (the fast path)."""
+        return self.resolved(task) in ("first_n", "fixed")
+
+
+def _sampler(task: LmEvalTask, selection: DemoSelection):
+    from lm_eval.api import samplers
+
+    pool = task.fewshot_pool()
+    name = selection.resolved(task)
+    if name == "fixed":
+        demos = [pool[i] for i in selection.indices]
+
+        class Fixed(samplers.ContextSampler):
+            def sample(self, n, eval_doc=None, df=None, **kwargs):
+                return demos[:n]
+
+        return Fixed(pool)
+    cls = samplers.FirstNSampler if name == "first_n" else samplers.ContextSampler
+    return cls(pool, rnd=selection.seed)
+
+
+def check_shots(task: LmEvalTask, selection: DemoSelection, max_shots: int) -> None:
+    """More shots than the pool (or the fixed list) holds is an error before any scoring."""
+    name = selection.resolved(task)
+    if name == "fixed":
+        pool = len(task.fewshot_pool())
+        bad = [i for i in selection.indices if not 0 <= i < pool]
+        if bad:
+            raise HfIclError(f"lm-eval task {task.name!r}: demos.indices {bad} outside the "
+                             f"few-shot pool of {pool} documents")
+        have, what = len(selection.indices), "the fixed demo list holds"
+    else:
+        have, what = len(task.fewshot_pool()), "its few-shot pool holds"
+        # lm-eval drops the evaluated document from a pool that is also the test split
+        if task.task.fewshot_cfg.split == task.task.config.test_split:
+            have -= 1
+    if max_shots > have:
+        raise HfIclError(f"lm-eval task {task.name!r}: {max_shots} shots requested but {what} "
+                         f"{max(have, 0)} demonstrations; lower shots")
+
+
+def fewshot_contexts(task: LmEvalTask, docs: list[dict], shots: int,
+                     selection: DemoSelection) -> list[str]:
+    """lm-eval's prompt for each doc after ``shots`` demonstrations.
+
+    Random selection is replayed exactly: lm-eval seeds one `random.Random` per task and draws
+    the documents' demos from it in order, and `random.sample` consumes the stream differently
+    for different n, so each shot count starts again from the seed."""
+    original = getattr(task.task, "sampler", None)
+    task.task.sampler = _sampler(task, selection)
+    try:
+        with _quiet_lm_eval():
+            return [task.task.fewshot_context(doc=doc, num_fewshot=shots) for doc in docs]
+    finally:
+        if original is not None:
+            task.task.sampler = original
