@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from hf_icl.cli import main
 from hf_icl.config import from_dict, read_yaml
 from hf_icl.errors import HfIclError
-from hf_icl.icl_model import text_batch
 from hf_icl.jobs.registry import job_module
+from hf_icl.models import text_batch
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.tasks import load_task
 from hf_icl.training.config import TrainConfig
@@ -355,6 +355,38 @@ def test_bad_configs_are_one_line_errors(tmp_path, change, message):
         config = from_dict(TrainConfig, data)
         build_learner(config)
     assert "\n" not in str(err.value)
+
+
+EMBEDDED = {"renderer": "embedding"}
+TOKENIZER_CHECKS = {
+    "mixed renderers": (
+        {"model": "tiny-random-llama", "tasks": [TEXT_DIGITS,
+                                                 {"name": "iris_projected", "render": EMBEDDED}]},
+        "tasks: every task of a train run needs the same render.renderer; got embedding, text"),
+    "multi-token label word": (
+        {"model": "tiny-random-llama", "tasks": [
+            {"name": "digits_projected", "classes": [0, 1],
+             "render": {**EMBEDDED, "label_words": [" A", " zebra crossing"]}}]},
+        "label word ' zebra crossing' is 2 tokens; the embedding renderer needs single-token"),
+    "different read-in sizes": (
+        {"tasks": [SMALL_REGRESSION["tasks"][0],
+                   {"name": "linear_regression", "dim": 4, "as": "wide", "render": EMBEDDED}]},
+        "tasks: the embedding renderer's read-in is shared"),
+}
+
+
+@pytest.mark.parametrize("case", TOKENIZER_CHECKS)
+def test_tokenizer_checks_run_before_the_run_folder_exists(tmp_path, capsys, case):
+    change, message = TOKENIZER_CHECKS[case]
+    data = {**SMALL_REGRESSION, **change}
+    if "model" in change:  # a pretrained model instead of the small one
+        del data["small_model"]
+    config = write_config(tmp_path, data)
+    out = tmp_path / "parent" / "run"
+    assert main(["train", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hf-icl: error: {config}: ") and message in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "parent").exists()
 
 
 def test_looped_model_is_also_evaluated_with_more_loops_than_in_training(tmp_path):

@@ -8,8 +8,9 @@ from __future__ import annotations
 from hf_icl.models import check_model_spec
 from hf_icl.results import RunFolder
 from hf_icl.runtime import JobOptions
-from hf_icl.tasks import Entry, load_task, located, parse_section
+from hf_icl.tasks import located
 from hf_icl.training.config import TrainConfig
+from hf_icl.training.tasks import PreparedTasks, build_tasks, load_entries
 
 Config = TrainConfig
 
@@ -20,36 +21,34 @@ def check_environment(config: TrainConfig) -> None:
     check_environment(config.train)
 
 
-def prepare(config: TrainConfig, source: str = "config", options: JobOptions | None = None) -> None:
-    """The checks a train run can make before its folder exists: the model spec, every task
-    entry (parameters, render options, a first episode) and the baselines."""
+def prepare(config: TrainConfig, source: str = "config",
+            options: JobOptions | None = None) -> PreparedTasks:
+    """Every check a train run can make before its folder exists: the model spec, every task
+    entry (parameters, render options, a first episode), the baselines, the machine, and what
+    the tokenizer decides (one renderer kind, single-token label words, one read-in size).
+    Returns the task streams, which the trainer reuses."""
     from hf_icl.baselines import make_baseline
     from hf_icl.baselines.planning import split_spec
-    from hf_icl.render import RenderOptions
 
     if config.model is not None:
         check_model_spec(config.model, f"{source}: model")
-    entries = [(ref, f"tasks.{i}") for i, ref in enumerate(config.tasks)] + \
-        [(ref, f"eval_tasks.{i}") for i, ref in enumerate(config.eval_tasks)]
-    for ref, key in entries:
-        where = Entry(source, key)
-        definition, sampler = load_task(ref, where)
-        parse_section(definition, RenderOptions, "render", definition.render, where)
-        with located(where):
-            sampler.episode(0, config.train.num_examples, 0, "train")
+    entries = load_entries(config, source)
     for i, spec in enumerate(config.baselines):
         with located(source):
             name, params = split_spec(spec, i)
             with located(f"baselines.{i}"):
                 make_baseline(name, **params)
-    check_environment(config)  # last: it imports torch
+    check_environment(config)  # imports torch
+    with located(source):
+        return build_tasks(config, entries)
 
 
-def run(config: TrainConfig, folder: RunFolder, options: JobOptions, plan: None = None) -> dict | None:
+def run(config: TrainConfig, folder: RunFolder, options: JobOptions,
+        plan: PreparedTasks | None = None) -> dict | None:
     from hf_icl.training.loop import train
 
     folder.file("runs")  # TensorBoard logs, written by accelerate's tracker
-    return train(config, folder, options)
+    return train(config, folder, options, plan)
 
 
 def summary(results: dict) -> str:

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hf_icl.config import option
-from hf_icl.models import ModelSpec
-from hf_icl.small_models import SmallModelConfig
+from hf_icl.models import ModelSpec, SmallModelConfig
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt")

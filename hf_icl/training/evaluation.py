@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from hf_icl.episode import Episode
-from hf_icl.icl_model import LabelBatch
-from hf_icl.training.setup import TrainTask
+from hf_icl.models import LabelBatch
+from hf_icl.training.tasks import TrainTask
 
 SPLIT_NAMES = {"train": "seen", "test": "unseen"}
 

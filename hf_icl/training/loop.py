@@ -27,13 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_icl.errors import HfIclError
-from hf_icl.icl_model import loss_sum
+from hf_icl.models import loss_sum
 from hf_icl.results import RunFolder
 from hf_icl.runtime import JobOptions
 from hf_icl.training.checkpoints import Checkpoints, load_newest
 from hf_icl.training.config import TrainConfig, TrainSection
 from hf_icl.training.evaluation import evaluate_learner
-from hf_icl.training.setup import TrainTask, build_learner
+from hf_icl.training.setup import build_learner
+from hf_icl.training.tasks import PreparedTasks, TrainTask
 
 
 @dataclass
@@ -175,8 +176,10 @@ def train_line(progress: Progress, scheduler) -> dict:
     return row
 
 
-def train(config: TrainConfig, folder: RunFolder, options: JobOptions) -> dict | None:
-    """Run (or resume) meta-training into ``folder``; the main process returns the results."""
+def train(config: TrainConfig, folder: RunFolder, options: JobOptions,
+          prepared: PreparedTasks | None = None) -> dict | None:
+    """Run (or resume) meta-training into ``folder``; the main process returns the results.
+    ``prepared``: the tasks the train job's prepare built and checked (else built here)."""
     from hf_icl.training.report import finish, push_model, tracker_config
 
     if folder.file("results.json").is_file():  # written last: the run is complete
@@ -189,7 +192,7 @@ def train(config: TrainConfig, folder: RunFolder, options: JobOptions) -> dict |
     accelerator = make_accelerator(section, folder)
     my_slices(section.batch_size, section.gradient_accumulation_steps, 0,
               accelerator.num_processes)  # a batch that does not split fails before loading
-    learner, tokenizer, tasks = build_learner(config)
+    learner, tokenizer, tasks = build_learner(config, prepared)
     optimizer, scheduler = make_optimizer(learner, section)
     model, optimizer, scheduler = accelerator.prepare(learner, optimizer, scheduler)
     progress = Progress()

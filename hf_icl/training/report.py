@@ -11,8 +11,8 @@ import yaml
 
 from hf_icl.config import to_dict
 from hf_icl.hub import push
-from hf_icl.icl_model import save_learner
-from hf_icl.report import library_versions, png_bytes
+from hf_icl.models import save_learner
+from hf_icl.plots import library_versions, png_bytes
 from hf_icl.results import RunFolder, atomic_write
 from hf_icl.runtime import JobOptions
 from hf_icl.training.config import TrainConfig
