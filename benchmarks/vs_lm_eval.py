@@ -91,9 +91,9 @@ def side_lm_eval(workdir: Path) -> dict:
 
 
 def side_lm_eval_cli(workdir: Path) -> dict:
-    from hf_icl.models import _smollm2_gguf
+    from hf_icl.models import smollm2_gguf
 
-    gguf = _smollm2_gguf()
+    gguf = smollm2_gguf()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     start = time.perf_counter()
     for k in SHOTS:

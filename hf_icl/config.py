@@ -119,12 +119,15 @@ def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "")
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"{source}: missing required key {where}{missing[0]!r}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except (ValueError, TypeError) as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{_where(source, _field_key(str(err), fields, prefix))}: "
                           f"{_field_message(str(err), fields)}") from None
+    if getattr(cls, "resolved_as_written", False):  # to_dict gives back only the written keys
+        obj.written_keys = tuple(kwargs)
+    return obj
 
 
 def _field_key(message: str, fields: dict, prefix: str) -> str:
@@ -143,7 +146,8 @@ def _field_message(message: str, fields: dict) -> str:
 def to_dict(obj: Any) -> Any:
     """Dataclass → plain dict/list tree (for config.yaml and results)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        names = getattr(obj, "written_keys", None) or [f.name for f in dataclasses.fields(obj)]
+        return {name: to_dict(getattr(obj, name)) for name in names}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

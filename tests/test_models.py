@@ -55,9 +55,9 @@ def test_smollm2_gguf_saves_and_reloads_identically(smollm2, tmp_path):
 
 @pytest.mark.real_model
 def test_gguf_file_spec_and_untrained_control(smollm2):
-    from hf_icl.models import _smollm2_gguf
+    from hf_icl.models import smollm2_gguf
 
-    folder = resolve_source(str(_smollm2_gguf()))
+    folder = resolve_source(str(smollm2_gguf()))
     assert folder == resolve_source("smollm2-135m")
     random_model, _ = load_model(ModelSpec(spec="smollm2-135m", init="random"))
     w_random = random_model.model.layers[0].self_attn.q_proj.weight
@@ -128,6 +128,27 @@ def test_model_specs_are_checked_without_importing_torch():
         "cfg.yaml: models.1: model spec './missing/model': no such local folder", "False False"]
 
 
+def test_bad_momentum_in_any_model_fails_before_anything_runs(tmp_path):
+    """The second model's eta is rejected in one line when the config loads, before the first
+    model runs, and without importing torch."""
+    (tmp_path / "bad.yaml").write_text(
+        "job: evaluate\nmodels:\n  - {spec: tiny-random-llama, momentum: {eta: 0.1}}\n"
+        "  - {spec: tiny-random-llama, momentum: {eta: 2}}\ntasks: [sentiment]\nshots: [0]\n")
+    code = ("import sys\n"
+            "from hf_icl.cli import main\n"
+            "try:\n"
+            "    code = main(['evaluate', 'bad.yaml', '--out', 'out'])\n"
+            "except SystemExit as err:\n"
+            "    code = err.code\n"
+            "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.stdout.splitlines() == ["2 False False"]
+    assert proc.stderr.splitlines() == [
+        "hf-icl: error: bad.yaml: models.1.momentum.eta: must be a number in [0, 1), got 2.0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
 def test_custom_model_code_is_accepted_with_trust_remote_code(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "my_arch", "auto_map": {"AutoConfig": "m.C"}}')
     (tmp_path / "model.safetensors").write_bytes(b"")
@@ -141,10 +162,10 @@ def test_custom_model_code_is_accepted_with_trust_remote_code(tmp_path):
 def test_loading_from_an_unreachable_hub_is_one_line(monkeypatch):
     import huggingface_hub.constants
 
-    import hf_icl.models
+    import hf_icl.models.spec
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hf_icl.models, "hub_offline", lambda: False)  # past the cheap check
+    monkeypatch.setattr(hf_icl.models.spec, "hub_offline", lambda: False)  # past the cheap check
     with pytest.raises(HfIclError, match=r"^model spec 'HuggingFaceTB/SmolLM2-135M': cannot load "
                        r"its tokenizer: the Hugging Face Hub is unreachable: offline mode is on"):
         load_model("HuggingFaceTB/SmolLM2-135M")

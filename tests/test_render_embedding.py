@@ -11,9 +11,14 @@ from torch import nn
 
 from hf_icl.cli import main
 from hf_icl.config import from_dict
-from hf_icl.icl_model import ICLModel, embedding_batch, load_trained
+from hf_icl.models import (
+    ICLModel,
+    SmallModelConfig,
+    build_small_model,
+    embedding_batch,
+    load_trained,
+)
 from hf_icl.render.embedding import EmbeddingRenderer, ReadIn
-from hf_icl.small_models import SmallModelConfig, build_small_model
 from hf_icl.tasks import load_task
 from hf_icl.training.config import TrainConfig
 from hf_icl.training.setup import build_learner

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_icl.config import ConfigError, from_dict
-from hf_icl.small_models import LoopedLlamaForCausalLM, SmallModelConfig, build_small_model
+from hf_icl.models import LoopedLlamaForCausalLM, SmallModelConfig, build_small_model
 
 
 def test_default_small_model_is_llama_4_layers_hidden_128_4_heads():

@@ -24,17 +24,26 @@ a full forward. A cache filled while momentum was off is taken to hold the token
 before the current ones.
 """
 
-from hf_icl.attention.capture import AttentionCapture, capture_attention
-from hf_icl.attention.momentum import (
-    CONFIG_KEY,
-    SCAN_CHUNK,
-    VARIANTS,
-    MomentumConfig,
-    decaying_cumsum,
-    momentum_output,
-    scan_plan,
-)
-from hf_icl.attention.registration import disable_momentum, enable_momentum, restore_from_config
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names resolve on first use, so that reading momentum settings (a config check) imports no torch.
+_HOMES = {
+    "AttentionCapture": "capture",
+    "capture_attention": "capture",
+    "CONFIG_KEY": "settings",
+    "VARIANTS": "settings",
+    "MomentumConfig": "settings",
+    "SCAN_CHUNK": "momentum",
+    "decaying_cumsum": "momentum",
+    "momentum_output": "momentum",
+    "scan_plan": "momentum",
+    "disable_momentum": "registration",
+    "enable_momentum": "registration",
+    "restore_from_config": "registration",
+}
 
 __all__ = [
     "CONFIG_KEY",
@@ -50,3 +59,25 @@ __all__ = [
     "restore_from_config",
     "scan_plan",
 ]
+
+if TYPE_CHECKING:
+    from hf_icl.attention.capture import AttentionCapture, capture_attention
+    from hf_icl.attention.momentum import SCAN_CHUNK, decaying_cumsum, momentum_output, scan_plan
+    from hf_icl.attention.registration import (
+        disable_momentum,
+        enable_momentum,
+        restore_from_config,
+    )
+    from hf_icl.attention.settings import CONFIG_KEY, VARIANTS, MomentumConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -1,4 +1,4 @@
-"""Momentum attention maths and settings (Dai et al.): a decaying sum of past values per head.
+"""Momentum attention maths (Dai et al.): a decaying sum of past values per head.
 
 ``MoAttn_t = Attn_t + Σ_i η^(pos_t − pos_i) v_i`` over the keys query ``t`` may attend to that
 lie before it; the ``recursive`` variant is ``(1 − η)·Attn_t + η·MoAttn_(t−1)``. Plain
@@ -8,64 +8,14 @@ causal/padding masks use a chunked scan, O(T·chunk·d); other masks one masked 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import repeat_kv
 
-from hf_icl.errors import HfIclError, unknown_name
+from hf_icl.attention.settings import MomentumConfig
 
-VARIANTS = ("additive", "recursive")
-CONFIG_KEY = "hf_icl_momentum"
 SCAN_CHUNK = 64
-
-
-@dataclass
-class MomentumConfig:
-    """Momentum attention settings, saved as ``model.config.hf_icl_momentum``."""
-
-    eta: float = field(metadata={"help": "decay η in [0, 1): a value k positions back weighs η^k"})
-    layers: str | Sequence[int] = field(
-        default="all", metadata={"help": '"all" or a list of layer indices'}
-    )
-    include_current: bool = field(
-        default=False, metadata={"help": "also add the query's own value (additive variant)"}
-    )
-    variant: str = field(
-        default="additive",
-        metadata={
-            "help": "additive: Attn_t + Σ η^(t−i) v_i; recursive: (1−η)·Attn_t + η·MoAttn_(t−1)"
-        },
-    )
-
-    def validate(self, num_layers: int) -> None:
-        """Raise a one-line HfIclError for a setting the model cannot use."""
-        eta = self.eta
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < 1:
-            raise HfIclError(f"momentum eta must be a number in [0, 1), got {eta!r}")
-        if self.variant not in VARIANTS:
-            raise unknown_name("momentum variant", self.variant, VARIANTS)
-        if self.include_current and self.variant == "recursive":
-            raise HfIclError("momentum include_current applies to the additive variant only")
-        if self.layers == "all":
-            return
-        layers = [] if isinstance(self.layers, str) else list(self.layers)
-        valid = all(isinstance(i, int) and not isinstance(i, bool) for i in layers)
-        if not layers or not valid or not all(0 <= i < num_layers for i in layers):
-            raise HfIclError(
-                f"momentum layers must be 'all' or indices in [0, {num_layers}), got {self.layers!r}"
-            )
-
-    def applies_to(self, layer_idx: int) -> bool:
-        return self.layers == "all" or layer_idx in self.layers
-
-    def to_dict(self) -> dict:
-        """A JSON-ready form for the model config."""
-        data = asdict(self)
-        data["layers"] = self.layers if self.layers == "all" else list(self.layers)
-        return data
 
 
 def decaying_cumsum(

@@ -19,7 +19,8 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from hf_icl.attention.history import ForwardContext, key_positions
-from hf_icl.attention.momentum import CONFIG_KEY, MomentumConfig, momentum_output
+from hf_icl.attention.momentum import momentum_output
+from hf_icl.attention.settings import CONFIG_KEY, MomentumConfig
 from hf_icl.errors import HfIclError
 from hf_icl.kv_cache import find_cache, output_cache
 
@@ -174,10 +175,13 @@ def enable_momentum(
     variant: str = "additive",
 ) -> MomentumConfig:
     """Turn momentum attention on (or change its settings) and record it in ``model.config``."""
-    config = MomentumConfig(eta, layers, include_current, variant)
-    config.validate(model.config.num_hidden_layers)
+    try:
+        config = MomentumConfig(eta, layers, include_current, variant)
+    except ValueError as err:
+        raise HfIclError(f"momentum {err}") from None
+    config.check_layers(model.config.num_hidden_layers)
     install(model).momentum = config
-    setattr(model.config, CONFIG_KEY, config.to_dict())
+    setattr(model.config, CONFIG_KEY, config.saved_form())
     return config
 
 

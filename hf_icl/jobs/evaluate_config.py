@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hf_icl.attention.settings import MomentumConfig
 from hf_icl.config import option
 from hf_icl.models import ModelSpec
 
@@ -33,17 +34,17 @@ class EvaluateConfig:
     batch_size: int = option(8, help="sequences per forward (sequential protocol)")
     bootstrap: int = option(1000, help="bootstrap resamples for confidence intervals")
     seed: int = option(0, help="seed for demo orders and bootstrap")
-    momentum: dict[str, Any] | None = option(
+    momentum: MomentumConfig | None = option(
         None, help="momentum attention for every model without its own, e.g. {eta: 0.1}")
     title: str = option("", help="report title")
 
     def __post_init__(self) -> None:
         if not self.models and not self.baselines:
             raise ValueError("models: list at least one model (e.g. [smollm2-135m]) or baseline")
-        if self.momentum:
+        if self.momentum is not None:
             for model in self.models:
                 if model.momentum is None:
-                    model.momentum = dict(self.momentum)
+                    model.momentum = self.momentum
         if not self.tasks:
             raise ValueError("tasks: list at least one task, e.g. [sentiment]")
         for i, ref in enumerate(self.tasks):
