@@ -59,3 +59,23 @@ class Episode:
             num_classes=self.num_classes, label_words=self.label_words, demo_ids=demo_ids,
             query_ids=self.query_ids, meta=self.meta,
         )
+
+
+@dataclass
+class DemoPool:
+    """The examples demonstrations are selected from (a task's train split), in source order.
+
+    ``ids`` are the rows' indices in their split; ``shares_queries`` says whether queries come
+    from the same rows (pool split = query split), in which case a query must never be chosen
+    as its own demonstration. ``of_episode`` marks the fallback pool of families without a
+    finite one: the episode's own demonstrations.
+    """
+
+    x: Any
+    y: np.ndarray
+    ids: list[int]
+    shares_queries: bool = False
+    of_episode: bool = False
+
+    def __len__(self) -> int:
+        return len(self.y)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from hf_icl.episode import Episode
+from hf_icl.episode import DemoPool, Episode
 from hf_icl.registry import Registry
 
 Split = Literal["train", "test"]
@@ -62,4 +62,9 @@ class TaskSampler(ABC):
 
     def max_demos(self) -> int | None:
         """Largest number of demonstrations an episode can have (None: unbounded)."""
+        return None
+
+    def demo_pool(self) -> DemoPool | None:
+        """The finite set demonstrations are selected from, or None when the family draws
+        fresh examples per episode (selections then choose among the episode's own demos)."""
         return None

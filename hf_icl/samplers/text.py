@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from hf_icl.config import option
-from hf_icl.episode import Episode
+from hf_icl.episode import DemoPool, Episode
 from hf_icl.errors import HfIclError
 from hf_icl.hub import hub_errors
 from hf_icl.samplers.base import FAMILIES, Split, TaskSampler, rng_for
@@ -159,6 +159,17 @@ class TextClassificationSampler(TaskSampler):
 
     def max_demos(self) -> int:
         return len(self.train_rows)
+
+    def demo_pool(self) -> DemoPool:
+        """The train split's rows in file order, as templated inputs."""
+        p, label = self.params, self.params.label_column
+        same = p.train_split == p.test_split or (
+            not p.dataset and (Path(p.base_dir) / p.train_file).resolve()
+            == (Path(p.base_dir) / p.test_file).resolve())
+        rows = self.train_rows
+        return DemoPool(x=[self.format_input(r) for r in rows],
+                        y=np.array([r[label] for r in rows], dtype=np.int64),
+                        ids=list(range(len(rows))), shares_queries=same)
 
     def _label_words(self, rng: np.random.Generator) -> list[str]:
         p, words = self.params, list(self.params.label_words)
