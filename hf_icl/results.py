@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,25 @@ class RunFolder:
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.file(name), text)
+
+
+@dataclass
+class Reports:
+    """A job's final outputs: results.json's content, report.md and its figures (PNG bytes by
+    file name), built in full before any of them is written."""
+
+    results: dict[str, Any]
+    markdown: str
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+
+def write_reports(folder: RunFolder, reports: Reports) -> dict[str, Any]:
+    """Write results.json, report.md and the figures (each temp + rename); returns the results."""
+    folder.write_json("results.json", reports.results)
+    folder.write_text("report.md", reports.markdown)
+    for name, png in reports.figures.items():
+        atomic_write(folder.file(name), png)
+    return reports.results
 
 
 def _config_text(resolved: dict) -> str:

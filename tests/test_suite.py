@@ -69,7 +69,7 @@ def test_bad_suite_configs_are_one_line_errors(tmp_path, capsys):
 
 
 def test_plateau_end_is_the_first_step_five_percent_below_the_level():
-    from hf_icl.jobs.suite import plateau_end
+    from hf_icl.jobs.suite_report import plateau_end
 
     rows = [{"kind": "train", "step": s, "loss": v}
             for s, v in [(10, 3.2), (20, 1.10), (30, 1.099), (40, 1.03), (50, 0.8)]]

@@ -3,6 +3,8 @@ appended to the same samples so they share tables and plots."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +16,9 @@ from hf_icl.baselines.planning import applies, position_episode, split_spec
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.jobs.evaluate_config import EvaluateConfig
-from hf_icl.jobs.samples import log_probs, position_row, query_row
-from hf_icl.results import RunFolder
+from hf_icl.jobs.samples import log_probs, position_row, query_row, unit_row
+from hf_icl.jobs.task_runs import TaskRun, draw_episode
+from hf_icl.jobs.units import Learner, Unit
 from hf_icl.tasks import located
 
 TUNE_EPISODES = 32
@@ -31,7 +34,7 @@ class BaselineRun:
         return f"baseline:{self.baseline.label}"
 
 
-def plan_baselines(config: EvaluateConfig, tasks, example_episodes: list[Episode]) -> list[BaselineRun]:
+def plan_baselines(config: EvaluateConfig, example_episodes: list[Episode]) -> list[BaselineRun]:
     """Every (baseline, task) pair that applies; a baseline that applies to no task is an error."""
     runs = []
     for i, spec in enumerate(config.baselines):
@@ -95,6 +98,29 @@ def tune_baseline(config: EvaluateConfig, run: BaselineRun, sampler) -> None:
     run.baseline.tune(episodes)
 
 
-def append_units(folder: RunFolder, log: str, rows: list[list[dict]]) -> None:
-    for unit_rows in rows:
-        folder.append_jsonl(log, unit_rows)
+def baseline_learner(config: EvaluateConfig, tasks: list[TaskRun], run: BaselineRun) -> Learner:
+    """A baseline on one task as a learner: tuned once, then all its pending units predicted
+    together on the main process (batched linear algebra, no model to shard)."""
+    task = tasks[run.task]
+
+    def run_units(units: list[Unit]) -> list[list[dict]]:
+        with single_thread():
+            tune_baseline(config, run, task.sampler)
+            episodes = [draw_episode(config, task, u.seed, u.order) for u in units]
+            bases = [unit_row(u, run.label, task.name, ep) for u, ep in zip(units, episodes)]
+            return baseline_rows(config, run, episodes, bases)
+
+    return Learner(run.label, [run.task], run_units, sharded=False)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Small per-episode learners run far faster on one thread than contending for two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -11,12 +11,11 @@ model's architecture with random weights (Deutch et al.).
 
 from __future__ import annotations
 
-import gc
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_icl.analysis import Captured, capture_queries, record_kv_gradients, similarities
@@ -24,32 +23,20 @@ from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.finetune import FtArm, HeldOut, choose_lr, make_arm, training_demos
 from hf_icl.jobs.compare_config import CompareConfig
-from hf_icl.jobs.compare_report import write_reports
-from hf_icl.jobs.evaluate import (
-    EvaluatePlan,
-    TaskRun,
-    done_units,
-    draw_episode,
-    drop_partial,
-    merge_parts,
-)
+from hf_icl.jobs.compare_report import reports
+from hf_icl.jobs.evaluate import EvaluatePlan
 from hf_icl.jobs.evaluate import prepare as prepare_evaluation
-from hf_icl.models import load_model
+from hf_icl.jobs.samples import unit_row
+from hf_icl.jobs.task_runs import TaskRun, draw_episode
+from hf_icl.jobs.units import Unit, UnitPlan, model_learner, run_units
+from hf_icl.models import ModelSpec
 from hf_icl.render import RenderedEpisode, TextRenderer
-from hf_icl.results import RunFolder
+from hf_icl.results import RunFolder, write_reports
 from hf_icl.runtime import JobOptions, Shard
 from hf_icl.samplers import rng_for
 from hf_icl.scoring import score_queries
 
 Config = CompareConfig
-
-
-@dataclass(frozen=True)
-class Unit:
-    model: int  # index into config.all_models()
-    task: int
-    seed: int
-    order: int
 
 
 @dataclass
@@ -95,14 +82,6 @@ class ModelRun:
         return self.lrs[key]
 
 
-def unit_key(label: str, task: TaskRun, unit: Unit) -> str:
-    return f"{label}|{task.name}|{unit.seed}|{unit.order}"
-
-
-def rows_per_unit(config: CompareConfig) -> int:
-    return config.num_queries * (1 + len(config.shots) * (1 + len(config.finetune.arms)))
-
-
 def prediction_rows(base: dict, arm: str, shots: int, episode: Episode,
                     scores: np.ndarray) -> list[dict]:
     return [{**base, "arm": arm, "shots": shots, "query": q,
@@ -118,8 +97,7 @@ def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
     renderer = TextRenderer(run.tokenizer, task.render)
     episode = draw_episode(config, task, unit.seed, unit.order)
     rendered = renderer.render_episode(episode)
-    base = {"unit": unit_key(run.label, task, unit), "model": run.label, "task": task.name,
-            "seed": unit.seed, "order": unit.order}
+    base = unit_row(unit, run.label, task.name, episode)
     seed = int(rng_for(config.seed, "baselines", task.name, unit.seed, unit.order).integers(2**31))
     scores = run.score(task, rendered, [0, *config.shots])
     zs = run.capture(rendered, 0)
@@ -142,27 +120,19 @@ def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
     return rows
 
 
-def run_units(config: CompareConfig, tasks: list[TaskRun], folder: RunFolder, todo: list[Unit],
-              log: str, progress: bool) -> None:
-    """Compare every given unit, appending each one's rows as it finishes."""
-    models = config.all_models()
-    bar = tqdm(total=len(todo), desc="units", disable=not progress or not todo, unit="unit")
-    for m, spec in enumerate(models):
-        mine = [u for u in todo if u.model == m]
-        if not mine:
-            continue
-        bar.set_postfix_str(f"loading {spec.label}")
-        model, tokenizer = load_model(spec)
+def unit_plan(config: CompareConfig, tasks: list[TaskRun]) -> UnitPlan:
+    """Every model (controls included) on every task; per unit ZS, then per shot count ICL and
+    each FT arm, on every query."""
+
+    def setup(spec: ModelSpec, model, tokenizer) -> Callable[[Unit], list[dict]]:
         arms = [make_arm(model, config.finetune.settings(a)) for a in config.finetune.arms]
         run = ModelRun(config, spec.label, model, tokenizer, arms)
-        for unit in mine:
-            task = tasks[unit.task]
-            bar.set_postfix_str(f"{spec.label} · {task.name} · seed {unit.seed}")
-            folder.append_jsonl(log, compare_unit(run, task, unit))
-            bar.update()
-        del run, model, arms
-        gc.collect()
-    bar.close()
+        return lambda unit: compare_unit(run, tasks[unit.task], unit)
+
+    every_task = list(range(len(tasks)))
+    learners = [model_learner(spec, every_task, setup) for spec in config.all_models()]
+    rows = config.num_queries * (1 + len(config.shots) * (1 + len(config.finetune.arms)))
+    return UnitPlan(learners, [t.name for t in tasks], config.num_seeds, config.demo_orders, rows)
 
 
 def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "config") -> None:
@@ -186,25 +156,9 @@ def prepare(config: CompareConfig, source: str = "config",
 def compare(config: CompareConfig, folder: RunFolder, progress: bool = True,
             shard: Shard | None = None, plan: EvaluatePlan | None = None) -> dict | None:
     """Run (or resume) a comparison into ``folder``; the main process returns the results."""
-    shard = shard or Shard()
     tasks = (plan or prepare(config)).tasks
-    labels = [m.label for m in config.all_models()]
-    units = [Unit(m, t, s, o) for m in range(len(labels)) for t in range(len(tasks))
-             for s in range(config.num_seeds) for o in range(config.demo_orders)]
-    keys = [unit_key(labels[u.model], tasks[u.task], u) for u in units]
-    expected = dict.fromkeys(keys, rows_per_unit(config))
-    if shard.rank == 0:
-        merge_parts(folder, shard)
-        drop_partial(folder, done_units(folder, expected))
-    shard.barrier()
-    done = done_units(folder, expected)
-    todo = [u for u, k in zip(units, keys) if k not in done]
-    run_units(config, tasks, folder, shard.mine(todo), shard.log, progress and shard.rank == 0)
-    shard.barrier()
-    if shard.rank != 0:
-        return None
-    merge_parts(folder)
-    return write_reports(config, tasks, folder, keys)
+    rows = run_units(unit_plan(config, tasks), folder, shard, progress)
+    return None if rows is None else write_reports(folder, reports(config, tasks, rows))
 
 
 def run(config: CompareConfig, folder: RunFolder, options: JobOptions,

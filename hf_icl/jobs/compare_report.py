@@ -1,4 +1,4 @@
-"""Final outputs of a comparison: results.json, report.md and per-layer figures (temp + rename).
+"""Final outputs of a comparison: results.json, report.md and per-layer figures.
 
 Accuracies and similarities are means over queries, ± the std across demo seeds; Rec2FTP pools
 every query of every seed (its denominator is small per seed) and shows that denominator.
@@ -15,8 +15,8 @@ import numpy as np
 from hf_icl.config import to_dict
 from hf_icl.metrics import load_metric
 from hf_icl.metrics.vectors import nanmean
-from hf_icl.report import library_versions, png_bytes, sort_samples
-from hf_icl.results import RunFolder, atomic_write
+from hf_icl.plots import library_versions, png_bytes, pyplot
+from hf_icl.results import Reports
 
 # Per-layer similarities on FT rows: (name, column header), in table order.
 SIMILARITIES = [("simaou", "SimAOU"), ("simaou_uniform", "U[0,1)"), ("simaou_normal", "N(0,I)"),
@@ -166,12 +166,7 @@ PANELS = [("simaou", "SimAOU", "simaou_uniform"), ("simam", "SimAM (after FT)", 
 
 def plot_layers(entries: list[dict], task: str) -> bytes:
     """Per-layer similarity of every model × arm × shots; dashed: its baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 4.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 4.2), squeeze=False)
     for ax, (name, title, baseline) in zip(axes[0], PANELS):
         for s in entries:
             if s[f"{name}_per_layer"] is None:
@@ -194,16 +189,14 @@ def plot_layers(entries: list[dict], task: str) -> bytes:
     return png_bytes(fig, 100)
 
 
-def write_reports(config, tasks, folder: RunFolder, unit_order: list[str]) -> dict:
-    rows = sort_samples(folder, unit_order)
+def reports(config, tasks, rows: list[dict]) -> Reports:
+    """Summary per model × task × shots × FT arm, its tables and one layer figure per task."""
     summary = aggregate(rows)
     results = {"job": config.job, "config": to_dict(config), "versions": library_versions(),
                "tasks": {t.name: {"family": t.definition.family, "source": t.definition.source}
                          for t in tasks},
                "summary": summary}
-    folder.write_json("results.json", results)
-    folder.write_text("report.md", markdown_report(config, summary, config.title or "hf-icl compare"))
-    for task in dict.fromkeys(s["task"] for s in summary):
-        atomic_write(folder.file(f"layers-{slug(task)}.png"),
-                     plot_layers([s for s in summary if s["task"] == task], task))
-    return results
+    figures = {f"layers-{slug(task)}.png": plot_layers([s for s in summary if s["task"] == task], task)
+               for task in dict.fromkeys(s["task"] for s in summary)}
+    return Reports(results, markdown_report(config, summary, config.title or "hf-icl compare"),
+                   figures)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hf_icl.config import from_dict, to_dict
 from hf_icl.errors import HfIclError
-from hf_icl.jobs.registry import job_config, job_module
+from hf_icl.jobs.registry import check_config, job_config, job_module
 from hf_icl.results import RunFolder, default_out
 from hf_icl.runtime import JobOptions, make_shard
 
@@ -57,6 +57,7 @@ def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: boo
         except HfIclError as err:
             error = err
     _agree(options.shard, error)
+    check_config(job, config, str(path))  # cheap checks first: a typo costs no torch import
     module = job_module(job)
     plan = module.prepare(config, str(path), options)
     with claimed(folder, job, resolved, overwrite, options.shard):

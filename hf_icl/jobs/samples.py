@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from hf_icl.episode import Episode
+from hf_icl.jobs.units import Unit
 
 
 def gold(episode: Episode, y) -> int | float:
@@ -15,6 +16,14 @@ def gold(episode: Episode, y) -> int | float:
 
 def rounded(scores) -> list[float] | None:
     return None if scores is None else [round(float(v), 6) for v in scores]
+
+
+def unit_row(unit: Unit, label: str, task: str, episode: Episode) -> dict[str, Any]:
+    """The fields every row of a unit starts with (regression adds the error scale)."""
+    row = {"unit": unit.key, "model": label, "task": task, "seed": unit.seed, "order": unit.order}
+    if episode.is_regression:
+        row["scale"] = float(episode.meta.get("error_scale", 1.0))
+    return row
 
 
 def query_row(base: dict, episode: Episode, shots: int, q: int) -> dict[str, Any]:

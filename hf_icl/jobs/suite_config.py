@@ -77,3 +77,12 @@ def deep_merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def check_runs(config: SuiteConfig, source: str = "config") -> None:
+    """Every run's cheap checks, before any job module is imported; errors name the run."""
+    from hf_icl.jobs.registry import check_config
+
+    for i, spec in enumerate(config.runs):
+        job, run_config = config.run_config(i)
+        check_config(job, run_config, f"{source}: runs.{i} ({spec.name})")

@@ -1,8 +1,7 @@
-"""Final outputs of an evaluation: results.json, report.md, curve.png (all temp + rename)."""
+"""Final outputs of an evaluation: results.json, report.md and curve.png."""
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from typing import Any
 
@@ -10,19 +9,8 @@ import numpy as np
 
 from hf_icl import metrics as M
 from hf_icl.config import to_dict
-from hf_icl.results import RunFolder, atomic_write
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("hf-icl", "torch", "transformers", "datasets", "accelerate", "peft", "evaluate"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
+from hf_icl.plots import colours, library_versions, panel_grid, png_bytes, pyplot
+from hf_icl.results import Reports
 
 
 def metric_names(config, is_regression: bool) -> list[str]:
@@ -98,47 +86,15 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def png_bytes(fig, dpi: int = 110) -> bytes:
-    """Render a matplotlib figure to PNG bytes and free it (files are written atomically later)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def panel_grid(count: int, columns: int = 3, extra_height: float = 0.0):
-    """A figure with ``count`` panels on a grid of at most ``columns`` columns, unused cells hidden;
-    returns (figure, the ``count`` axes in reading order)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(columns, count)
-    rows = -(-count // cols)
-    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows + extra_height),
-                             squeeze=False)
-    for ax in grid.flat[count:]:
-        ax.set_visible(False)
-    return fig, list(grid.flat[:count])
-
-
 def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
     """One panel per task (its first metric); a line per learner with its CI band; ★ = zero-shot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     first = {}
     for s in summary:
         first.setdefault(s["task"], s["metric"])
     panels = list(first.items())
     learners = list(dict.fromkeys(s["model"] for s in summary))
-    palette = plt.get_cmap("tab10" if len(learners) <= 10 else "tab20")
-    colours = {m: palette(i % palette.N) for i, m in enumerate(learners)}
+    colour = colours(learners)
     legend = 0.28 * -(-len(learners) // 4) + 0.15  # inches below the panels
     fig, axes = panel_grid(len(panels), columns, extra_height=legend)
     height = fig.get_figheight()
@@ -148,11 +104,11 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
             pts = sorted((s for s in items if s["model"] == model), key=lambda s: s["shots"])
             x = np.array([s["shots"] for s in pts])
             y = np.array([s["mean"] for s in pts])
-            ax.plot(x, y, marker="o", ms=3, label=model, color=colours[model])
+            ax.plot(x, y, marker="o", ms=3, label=model, color=colour[model])
             ax.fill_between(x, [s["ci_low"] for s in pts], [s["ci_high"] for s in pts],
-                            color=colours[model], alpha=0.12)
+                            color=colour[model], alpha=0.12)
             if 0 in x:
-                ax.scatter([0], y[x == 0], marker="*", s=120, color=colours[model], zorder=3)
+                ax.scatter([0], y[x == 0], marker="*", s=120, color=colour[model], zorder=3)
         ax.set_xscale("symlog", linthresh=1)
         if not M.HIGHER_IS_BETTER.get(metric, True):
             ax.set_yscale("log")  # errors span decades (an interpolation peak, exact fits)
@@ -161,31 +117,20 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
         ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.set_title(task)
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colours[m], marker="o", ms=3) for m in learners]
+    handles = [plt.Line2D([], [], color=colour[m], marker="o", ms=3) for m in learners]
     fig.legend(handles, learners, loc="lower center", ncol=min(4, len(learners)), fontsize=8,
                frameon=False)
     fig.tight_layout(rect=(0, legend / height, 1, 1))
     return png_bytes(fig, 110)
 
 
-def sort_samples(folder: RunFolder, unit_order: list[str]) -> list[dict]:
-    """Rewrite samples.jsonl in unit order so resumed and sharded runs give identical files."""
-    rank = {u: i for i, u in enumerate(unit_order)}
-    rows = folder.read_jsonl("samples.jsonl")
-    rows.sort(key=lambda r: (rank.get(r["unit"], len(rank)), r["shots"], r["query"]))
-    folder.write_jsonl("samples.jsonl", rows)
-    return rows
-
-
-def write_reports(config, tasks, folder: RunFolder, unit_order: list[str]) -> dict:
-    rows = sort_samples(folder, unit_order)
+def reports(config, tasks, rows: list[dict]) -> Reports:
+    """Summary per model × task × shots × metric, its tables and the learning-curve figure."""
     summary = aggregate(config, rows)
     title = config.title or f"hf-icl {config.job}"
     results = {"job": config.job, "config": to_dict(config), "versions": library_versions(),
                "tasks": {t.name: {"family": t.definition.family, "source": t.definition.source}
                          for t in tasks},
                "summary": summary}
-    folder.write_json("results.json", results)
-    folder.write_text("report.md", markdown_report(config, summary, title))
-    atomic_write(folder.file("curve.png"), plot_curves(summary))
-    return results
+    return Reports(results, markdown_report(config, summary, title),
+                   {"curve.png": plot_curves(summary)})
