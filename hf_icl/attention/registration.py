@@ -181,7 +181,7 @@ def enable_momentum(
         raise HfIclError(f"momentum {err}") from None
     config.check_layers(model.config.num_hidden_layers)
     install(model).momentum = config
-    setattr(model.config, CONFIG_KEY, config.saved_form())
+    setattr(model.config, CONFIG_KEY, config.to_dict())
     return config
 
 

@@ -70,6 +70,6 @@ class MomentumConfig:
     def applies_to(self, layer_idx: int) -> bool:
         return self.layers == "all" or layer_idx in self.layers
 
-    def saved_form(self) -> dict:
+    def to_dict(self) -> dict:
         """Every setting, JSON-ready, as the model config records it."""
         return dataclasses.asdict(self)
