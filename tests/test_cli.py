@@ -122,3 +122,17 @@ def test_quiet_silences_the_libraries_progress_bars(tmp_path, tiny_llama, capfd,
         enable_progress_bars()
         logging.enable_progress_bar()
         datasets.enable_progress_bars()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("models.0.spec=smollm2-13m", "models.0: unknown model spec 'smollm2-13m'"),
+    ("tasks.0=sentimnt", "tasks.0: unknown task 'sentimnt'"),
+])
+def test_config_errors_are_found_without_importing_torch(override, message):
+    code = ("import sys\n"
+            "from hf_icl.cli import main\n"
+            f"rc = main(['evaluate', 'quickstart', '--set', {override!r}])\n"
+            "print(rc, 'torch' in sys.modules, 'sklearn' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert message in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stdout.split() == ["2", "False", "False"]
