@@ -119,7 +119,7 @@ def model_card(config: TrainConfig, results: dict, info: dict) -> str:
         "## Results", "", "Mean metric over positions of held-out episodes (seen tasks: "
         "meta-training tasks; unseen: new tasks), before and after training.", "",
         *results_table(results), "",
-        "## How to load", "", "```python", "from hf_icl.icl_model import load_trained", "",
+        "## How to load", "", "```python", "from hf_icl import load_trained", "",
         "model, tokenizer = load_trained(\"path/to/this/folder\")", "```", "",
         *([f"Or evaluate its in-context learning curves with `hf-icl evaluate`, model spec "
            f"`{{spec: {config.model.spec}, adapter: path/to/this/folder}}`.", ""]
