@@ -21,6 +21,11 @@ class RenderOptions:
         default_factory=lambda: [-3.0, 3.0], help="regression: [low, high] covered by the bins")
     length_normalise: bool = option(False, help="score multi-token labels by mean token log-prob")
     calibrate: bool = option(False, help="contextual calibration: divide by p(label | content-free)")
+    chat_template: bool = option(
+        False, help="render prompts with the model's chat template (lm-eval --apply_chat_template)")
+    multiturn: bool = option(
+        True, help="chat: demonstrations as user/assistant turns (false: one user turn holds them)")
+    system: str | None = option(None, help="chat: system message (lm-eval --system_instruction)")
 
     def __post_init__(self) -> None:
         if not 2 <= self.target_bins <= 10:

@@ -104,9 +104,10 @@ class TextRenderer:
             pieces[int(np.searchsorted(bounds, start, side="right"))].append(tid)
         return pieces
 
-    def _candidates(self, episode: Episode, query_text: str) -> tuple[list[int], list[list[int]]]:
+    def _candidates(self, episode: Episode, query_text: str,
+                    words: list[str] | None = None) -> tuple[list[int], list[list[int]]]:
         """Label token ids in context, with the tokens all candidates share split off."""
-        words = self.label_words(episode)
+        words = words or self.label_words(episode)
         cands = [self.split_tokens(query_text + w, [len(query_text)])[1] for w in words]
         for word, ids in zip(words, cands):
             if not ids:
@@ -127,6 +128,10 @@ class TextRenderer:
         return after + shared, alone + shared
 
     def render_episode(self, episode: Episode) -> RenderedEpisode:
+        if self.options.chat_template:
+            from hf_icl.render.chat import render_chat_episode
+
+            return render_chat_episode(self, episode)
         delim = self.options.delimiter
         demos = self.demo_texts(episode)
         queries = [self.format_x(x) for x in episode.query_x]
@@ -154,6 +159,9 @@ class TextRenderer:
 
     def render_sequence(self, episode: Episode) -> RenderedSequence:
         """All demonstrations as one sequence; every label is a prediction target."""
+        if self.options.chat_template:
+            raise HfIclError("render.chat_template needs protocol: queries (a chat prompt has "
+                             "one query turn)")
         delim = self.options.delimiter
         words = self.label_words(episode)
         labels = self.label_index(episode, episode.demo_y)
