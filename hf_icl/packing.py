@@ -48,6 +48,29 @@ def packed_row(
     return q_pos, k_pos, allowed
 
 
+def grouped_row(
+    groups: Sequence[tuple[int, Sequence[tuple[int, int]]]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, allowed) of a row of independent groups, each a prefix encoded in the row
+    followed by segments ``(cut, length)`` that see the prefix's first ``cut`` tokens and
+    themselves (one query's prompts for several shot counts, sharing its demonstrations)."""
+    group, segment, pos, limit = [], [], [], []
+    for g, (prefix_len, segments) in enumerate(groups):
+        group += [g] * prefix_len
+        segment += [-1] * prefix_len
+        pos += range(prefix_len)
+        limit += range(1, prefix_len + 1)
+        for s, (cut, length) in enumerate(segments):
+            group += [g] * length
+            segment += [s] * length
+            pos += range(cut, cut + length)
+            limit += [cut] * length
+    g_t, s_t, p_t, l_t = (torch.tensor(v, device=device) for v in (group, segment, pos, limit))
+    prefix_seen = (s_t[None, :] == -1) & (p_t[None, :] < l_t[:, None])
+    own = (s_t[:, None] == s_t[None, :]) & (s_t[:, None] >= 0) & (p_t[None, :] <= p_t[:, None])
+    return p_t, (g_t[:, None] == g_t[None, :]) & (prefix_seen | own)
+
+
 def causal(length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(positions, allowed) of one plain causal sequence."""
     positions = torch.arange(length, device=device)
