@@ -1,0 +1,140 @@
+"""Scoring a demo plan: every query after its own k-shot demonstrations, for every k.
+
+Shot counts whose prompts extend one another form a chain: the longest prompt's demonstrations
+are encoded once and each shorter prompt reads a cut of them. A plan shared by all queries
+goes through `score_queries` per chain (one KV-cached prefix, queries packed after it). A
+per-query plan (retrieval, per_query_random) puts each query's chain in a row — its
+demonstrations, then the query once per shot count, each copy seeing only its first k demos —
+and packs several queries' groups into one forward with a block mask; prompts that are not
+prefixes of one another (``nearest_last``, random orders) become further chains. Every score
+equals scoring that prompt alone from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hf_icl.demos import DemoPlan
+from hf_icl.packing import build_masks, grouped_row, pack_rows
+from hf_icl.render.text import RenderedEpisode, TextRenderer
+from hf_icl.scoring import Segment, _row_reads, check_length, score_queries
+
+
+def chains(prompts: dict[int, list[int]]) -> list[tuple[list[int], list[int]]]:
+    """(demo rows, shot counts) per chain: each shot count's prompt is a prefix of its chain."""
+    out: list[tuple[list[int], list[int]]] = []
+    for k in sorted(prompts, reverse=True):
+        rows = prompts[k]
+        chain = next((c for c in out if c[0][:k] == rows), None)
+        if chain is None:
+            out.append((list(rows), [k]))
+        else:
+            chain[1].insert(0, k)
+    return out
+
+
+@dataclass
+class Group:
+    """One query's chain in a packed row: its demo tokens, then one segment per piece."""
+
+    prefix: list[int]
+    pieces: list[tuple[Segment, int, int]]  # (segment, cut, shot count); query -1: content-free
+
+    @property
+    def length(self) -> int:
+        return len(self.prefix) + sum(len(seg.ids) for seg, _, _ in self.pieces)
+
+
+def _group(rendered: RenderedEpisode, shots: list[int], query: int, calibrate: bool) -> Group:
+    pieces = []
+    for k in shots:
+        texts = [(rendered.query_ids if k else rendered.query_ids_alone)[0]]
+        if calibrate:
+            texts.append(rendered.content_free_ids[0 if k else 1])
+        for i, ids in enumerate(texts):
+            slot = query if i == 0 else -1
+            if all(len(c) == 1 for c in rendered.candidates):
+                pieces.append((Segment(ids, slot, None), rendered.boundaries[k], k))
+            else:
+                pieces += [(Segment(ids + c[:-1], slot, j), rendered.boundaries[k], k)
+                           for j, c in enumerate(rendered.candidates)]
+    return Group(rendered.prefix_ids[: rendered.boundaries[max(shots)]], pieces)
+
+
+def _score_groups(model, groups: list[Group], candidates: list[list[list[int]]],
+                  out: dict[int, np.ndarray], free: dict[tuple[int, int], np.ndarray],
+                  pack_tokens: int, length_normalise: bool) -> None:
+    """Forward packed rows of groups; fill out[k][query] and free[(group, k)] (content-free)."""
+    device = model.device
+    for indices in pack_rows([g.length for g in groups], pack_tokens):
+        row = [groups[i] for i in indices]
+        ids, reads, starts = [], [], []
+        for g in row:
+            ids += g.prefix
+            for seg, _, _ in g.pieces:
+                starts.append(len(ids))
+                ids += seg.ids
+        for g, i in zip(row, indices):
+            reads += _row_reads([seg for seg, _, _ in g.pieces], candidates[i])
+        flat = [s + p for s, positions in zip(starts, reads) for p in positions]
+        pos, allowed = grouped_row([(len(g.prefix), [(cut, len(seg.ids)) for seg, cut, _ in
+                                                     g.pieces]) for g in row], device)
+        logits = model(input_ids=torch.tensor([ids], device=device), position_ids=pos[None],
+                       attention_mask=build_masks(model, allowed, pos, pos),
+                       logits_to_keep=torch.tensor(flat, device=device)).logits
+        logp = logits[0].float().log_softmax(-1)
+        at, r = 0, 0
+        for g, i in zip(row, indices):
+            for seg, _, k in g.pieces:
+                rows = logp[at: at + len(reads[r])]
+                at, r = at + len(reads[r]), r + 1
+                cands = candidates[i]
+                target = out[k][seg.query] if seg.query >= 0 else \
+                    free.setdefault((i, k), np.zeros(len(cands)))
+                if seg.candidate is None:
+                    cand = torch.tensor([c[0] for c in cands], device=device)
+                    target[:] = rows[0, cand].double().cpu().numpy()
+                else:
+                    tokens = torch.tensor(cands[seg.candidate], device=device)
+                    lp = rows.gather(1, tokens[:, None]).sum().item()
+                    target[seg.candidate] = lp / len(tokens) if length_normalise else lp
+
+
+def _log_normalise(scores: np.ndarray) -> np.ndarray:
+    return scores - np.logaddexp.reduce(scores, axis=-1, keepdims=True)
+
+
+@torch.inference_mode()
+def score_plan(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int], *,
+               pack_tokens: int = 768, length_normalise: bool = False, calibrate: bool = False,
+               where: str = "task") -> dict[int, np.ndarray]:
+    """Log-scores (Q, C) of every query's label candidates after its own k demos, per k."""
+    num_queries = plan.episode.num_queries
+    shots = sorted(set(shots))
+    if plan.shared:
+        out: dict[int, np.ndarray] = {}
+        for rows, ks in chains({k: plan.rows(0, k) for k in shots}):
+            rendered = renderer.render_episode(plan.episode_for(rows, list(range(num_queries))))
+            out.update(score_queries(model, rendered, ks, pack_tokens=pack_tokens,
+                                     length_normalise=length_normalise, calibrate=calibrate,
+                                     where=where))
+        return out
+    groups, candidates = [], []
+    for q in range(num_queries):
+        for rows, ks in chains({k: plan.rows(q, k) for k in shots}):
+            rendered = renderer.render_episode(plan.episode_for(rows, [q]))
+            check_length(model, rendered, max(ks), where)
+            groups.append(_group(rendered, ks, q, calibrate))
+            candidates.append(rendered.candidates)
+    width = max(len(c) for c in candidates)
+    out = {k: np.zeros((num_queries, width)) for k in shots}
+    free: dict[tuple[int, int], np.ndarray] = {}
+    _score_groups(model, groups, candidates, out, free, pack_tokens, length_normalise)
+    if calibrate:
+        for (i, k), scores in free.items():
+            q = groups[i].pieces[0][0].query
+            out[k][q] -= _log_normalise(scores)
+    return out
