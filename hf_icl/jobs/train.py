@@ -15,12 +15,6 @@ from hf_icl.training.tasks import PreparedTasks, build_tasks, load_entries
 Config = TrainConfig
 
 
-def check_environment(config: TrainConfig) -> None:
-    from hf_icl.training.loop import check_environment
-
-    check_environment(config.train)
-
-
 def prepare(config: TrainConfig, source: str = "config",
             options: JobOptions | None = None) -> PreparedTasks:
     """Every check a train run can make before its folder exists: the model spec, every task
@@ -38,7 +32,9 @@ def prepare(config: TrainConfig, source: str = "config",
             name, params = split_spec(spec, i)
             with located(f"baselines.{i}"):
                 make_baseline(name, **params)
-    check_environment(config)  # imports torch
+    from hf_icl.training.loop import check_environment  # imports torch: after the cheap checks
+
+    check_environment(config.train)
     with located(source):
         return build_tasks(config, entries)
 
