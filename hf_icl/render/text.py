@@ -127,24 +127,28 @@ class TextRenderer:
         alone = self.tokenizer(text, add_special_tokens=False).input_ids
         return after + shared, alone + shared
 
-    def render_episode(self, episode: Episode) -> RenderedEpisode:
-        if self.options.chat_template:
-            from hf_icl.render.chat import render_chat_episode
-
-            return render_chat_episode(self, episode)
-        delim = self.options.delimiter
-        demos = self.demo_texts(episode)
-        queries = [self.format_x(x) for x in episode.query_x]
+    def demo_prefix(self, demos: list[str], first_query: str) -> tuple[list[int], list[int]]:
+        """Token ids of all demonstrations (each followed by the delimiter) and the prefix length
+        after each shot count, cut from one tokenization of the whole prompt."""
         text, starts = "", []
         for demo in demos:
             starts.append(len(text))
-            text += demo + delim
-        pieces = self.split_tokens(text + queries[0], starts[1:] + [len(text)])
+            text += demo + self.options.delimiter
+        pieces = self.split_tokens(text + first_query, starts[1:] + [len(text)])
         prefix = list(self.special_prefix)
         boundaries = [len(prefix)]
         for piece in pieces[:-1]:
             prefix += piece
             boundaries.append(len(prefix))
+        return prefix, boundaries
+
+    def render_episode(self, episode: Episode) -> RenderedEpisode:
+        if self.options.chat_template:
+            from hf_icl.render.chat import render_chat_episode
+
+            return render_chat_episode(self, episode)
+        queries = [self.format_x(x) for x in episode.query_x]
+        prefix, boundaries = self.demo_prefix(self.demo_texts(episode), queries[0])
         shared, candidates = self._candidates(episode, queries[0])
         rendered = [self._query(q, shared) for q in queries]
         content_free = episode.meta.get("content_free")
