@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from hf_icl.finetune import ArmSpec, FinetuneConfig, make_arm, training_demos
+from hf_icl.finetune import make_arm, training_demos
+from hf_icl.finetune_config import ArmSpec, FinetuneConfig
 from hf_icl.models import load_model
 from hf_icl.render import TextRenderer
 from hf_icl.scoring import score_queries

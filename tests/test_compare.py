@@ -10,7 +10,8 @@ import yaml
 from hf_icl.analysis import capture_queries, record_kv_gradients
 from hf_icl.attention import capture_attention
 from hf_icl.cli import main
-from hf_icl.finetune import ArmSpec, FinetuneConfig, lm_loss, make_arm, training_demos
+from hf_icl.finetune import lm_loss, make_arm, training_demos
+from hf_icl.finetune_config import ArmSpec, FinetuneConfig
 from hf_icl.jobs import compare as compare_job
 from hf_icl.models import ModelSpec, load_model
 from hf_icl.render import TextRenderer

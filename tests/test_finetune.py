@@ -8,14 +8,13 @@ from hf_icl.config import from_dict
 from hf_icl.errors import HfIclError
 from hf_icl.finetune import (
     FT_ARMS,
-    ArmSpec,
-    FinetuneConfig,
     HeldOut,
     choose_lr,
     lm_loss,
     make_arm,
     training_demos,
 )
+from hf_icl.finetune_config import FT_ARM_NAMES, ArmSpec, FinetuneConfig
 from hf_icl.models import load_model
 from hf_icl.render import TextRenderer
 from hf_icl.tasks import load_task
@@ -165,3 +164,7 @@ def test_choose_lr_picks_the_best_held_out_candidate_and_restores(llama, episode
     assert choose_lr(dai, [1e-9, 1.0], episodes, score(moved_far=True)) == 1.0
     assert choose_lr(dai, [1e-9, 1.0], episodes, score(moved_far=False)) == 1e-9
     assert torch.equal(weight, base)
+
+
+def test_light_arm_names_are_the_registered_arms():
+    assert sorted(FT_ARMS) == sorted(FT_ARM_NAMES)

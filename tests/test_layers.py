@@ -17,9 +17,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_icl"
 LAYERS = [
     ["cli", "__main__"],
     ["jobs"],
-    ["training", "finetune", "analysis", "build"],
+    ["training", "finetune", "finetune_config", "analysis", "build"],
     ["scoring", "packing", "attention", "models", "render", "samplers", "baselines", "metrics",
-     "tasks", "hub", "plots", "kv_cache", "episode", "icl_model", "demos", "lm_eval_tasks"],
+     "tasks", "hub", "plots", "kv_cache", "episode", "icl_model", "demos", "lm_eval_tasks",
+     "multiple_choice", "demo_scoring"],
     ["config", "registry", "errors", "results", "runtime", "resources"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hf_icl.config import option
-from hf_icl.finetune import FinetuneConfig
+from hf_icl.finetune_config import FinetuneConfig
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.models import ModelSpec
 
