@@ -262,3 +262,41 @@ def fewshot_contexts(task: LmEvalTask, docs: list[dict], shots: int,
     finally:
         if original is not None:
             task.task.sampler = original
+
+
+class LmEvalEncoder:
+    """Token ids exactly as lm-eval's HF model makes them, by running lm-eval's own code
+    (`TemplateLM.loglikelihood`, `_encode_pair`, `HFLM.tok_encode`) with the tokenizer alone:
+    trailing context whitespace moves into the continuation, the continuation is what the whole
+    string adds to the context's tokens, and an empty context becomes the prefix token."""
+
+    backend = "causal"
+    add_bos_token = None
+    custom_prefix_token_id = None
+
+    def __init__(self, tokenizer) -> None:
+        require_lm_eval()
+        from lm_eval.api.model import TemplateLM
+        from lm_eval.models.huggingface import HFLM
+
+        self.tokenizer = tokenizer
+        cls = type(self)
+        cls.tok_encode = HFLM.tok_encode
+        cls._encode_pair = TemplateLM._encode_pair
+        cls.prefix_token_id = HFLM.prefix_token_id
+        self._loglikelihood = TemplateLM.loglikelihood
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False):
+        return [(context, continuation) for _, context, continuation in requests]
+
+    def encode(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(context ids, continuation ids) for each (context, continuation) string pair."""
+        from types import SimpleNamespace
+
+        return self._loglikelihood(self, [SimpleNamespace(args=p) for p in pairs],
+                                   disable_tqdm=True)
+
+
+def mc_continuations(task: LmEvalTask, doc: McDocument) -> list[str]:
+    """What lm-eval scores after the context: target delimiter + choice."""
+    return [f"{task.target_delimiter}{choice}" for choice in doc.choices]

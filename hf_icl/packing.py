@@ -48,6 +48,33 @@ def packed_row(
     return q_pos, k_pos, allowed
 
 
+def packed_tree_row(
+    prefix_lens: Sequence[int], trunks: Sequence[int], branches: Sequence[Sequence[int]],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query positions, key positions, allowed) for segments that fork: segment i sees the
+    first ``prefix_lens[i]`` cached tokens, then ``trunks[i]`` tokens (a query), then branches
+    of ``branches[i]`` tokens that each see the prefix, the trunk and themselves only (one
+    query's answer choices, scored without re-encoding the query)."""
+    seg, branch, depth = [], [], []
+    for i, (trunk, forks) in enumerate(zip(trunks, branches)):
+        seg += [i] * (trunk + sum(forks))
+        branch += [-1] * trunk
+        depth += list(range(trunk))
+        for j, n in enumerate(forks):
+            branch += [j] * n
+            depth += range(trunk, trunk + n)
+    seg_t, branch_t, depth_t = (torch.tensor(v, device=device) for v in (seg, branch, depth))
+    starts = torch.tensor(list(prefix_lens), device=device)[seg_t]
+    cached = max(prefix_lens)
+    q_pos = starts + depth_t
+    k_pos = torch.cat([torch.arange(cached, device=device), q_pos])
+    sees_prefix = torch.arange(cached, device=device)[None, :] < starts[:, None]
+    same = (seg_t[:, None] == seg_t[None, :]) & (depth_t[:, None] >= depth_t[None, :]) & (
+        (branch_t[None, :] == -1) | (branch_t[None, :] == branch_t[:, None]))
+    return q_pos, k_pos, torch.cat([sees_prefix, same], 1)
+
+
 def grouped_row(
     groups: Sequence[tuple[int, Sequence[tuple[int, int]]]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,182 @@
+"""Multiple-choice scoring: per-document choices of any length after a cached demo prefix.
+
+Each document's context is encoded once; its choices fork from the context's last token and
+each sees the prefix, the context and itself only (`packing.packed_tree_row`), so a document
+with C choices costs its query plus its choices' tokens, not C full prompts. The demo prefix is
+encoded once for every shot count: each prompt reuses the cache up to the longest token prefix
+it shares with the longest prompt, so whatever the tokenizer does at a boundary, the tokens
+scored are exactly the prompt's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from hf_icl.errors import HfIclError
+from hf_icl.kv_cache import cache_kwargs
+from hf_icl.lm_eval_tasks import (
+    DemoSelection,
+    LmEvalEncoder,
+    LmEvalTask,
+    McDocument,
+    fewshot_contexts,
+    mc_continuations,
+)
+from hf_icl.packing import build_masks, pack_rows, packed_tree_row
+from hf_icl.scoring import _prefix_cache, context_window
+
+
+@dataclass
+class ChoiceRequest:
+    """One prompt: its context tokens and each choice's continuation tokens."""
+
+    context: list[int]
+    continuations: list[list[int]]
+
+
+@dataclass
+class ChoiceScores:
+    """Per choice: summed log-likelihood and whether every token was the greedy one."""
+
+    loglikelihoods: list[float]
+    greedy: list[bool]
+
+
+@dataclass
+class _Segment:
+    request: int
+    cached: int       # prompt tokens read from the prefix cache
+    trunk: list[int]  # the rest of the context
+    branches: list[list[int]]  # each continuation without its last token
+
+    @property
+    def length(self) -> int:
+        return len(self.trunk) + sum(len(b) for b in self.branches)
+
+
+def _shared(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    mismatch = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(mismatch[0]) if len(mismatch) else n
+
+
+def check_window(requests: list[ChoiceRequest], limit: int | None, where: str) -> None:
+    """A prompt longer than the context window is refused (lm-eval would cut its left end)."""
+    if limit is None:
+        return
+    for i, req in enumerate(requests):
+        length = len(req.context) + max(len(c) for c in req.continuations)
+        if length > limit:
+            raise HfIclError(f"{where}: prompt {i} is {length} tokens, over the model's context "
+                             f"window of {limit}; lower shots")
+
+
+def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_Segment]):
+    """Log-probs at every position that predicts a continuation token, per segment."""
+    device = model.device
+    q_pos, k_pos, allowed = packed_tree_row([s.cached for s in row], [len(s.trunk) for s in row],
+                                            [[len(b) for b in s.branches] for s in row], device)
+    cached = max(s.cached for s in row)
+    ids, reads, at = [], [], 0
+    for seg in row:
+        ids += seg.trunk
+        read = [at + len(seg.trunk) - 1]
+        at += len(seg.trunk)
+        for branch in seg.branches:
+            ids += branch
+            read += range(at, at + len(branch))
+            at += len(branch)
+        reads.append(read)
+    past = DynamicCache(ddp_cache_data=[(k[:, :, :cached], v[:, :, :cached]) for k, v in cache]) \
+        if cache and cached else None
+    flat = [p for read in reads for p in read]
+    out = model(input_ids=torch.tensor([ids], device=device), position_ids=q_pos[None],
+                attention_mask=build_masks(model, allowed, q_pos, k_pos),
+                **cache_kwargs(model, past), use_cache=past is not None,
+                logits_to_keep=torch.tensor(flat, device=device))
+    logp = out.logits[0].float().log_softmax(-1)
+    per_segment, start = [], 0
+    for read in reads:
+        per_segment.append(logp[start: start + len(read)])
+        start += len(read)
+    return per_segment
+
+
+def _choice_scores(logp: torch.Tensor, seg: _Segment, request: ChoiceRequest) -> ChoiceScores:
+    """logp rows: the trunk's last token, then each branch's tokens in order."""
+    lls, greedy, at = [], [], 1
+    for cont, branch in zip(request.continuations, seg.branches):
+        rows = torch.cat([logp[:1], logp[at: at + len(branch)]])
+        at += len(branch)
+        tokens = torch.tensor(cont, device=rows.device)
+        lls.append(float(rows.gather(1, tokens[:, None]).double().sum()))
+        greedy.append(bool((rows.argmax(-1) == tokens).all()))
+    return ChoiceScores(lls, greedy)
+
+
+@torch.inference_mode()
+def score_choices(model, requests: list[ChoiceRequest], *, prefix: list[int] | None = None,
+                  cache=None, pack_tokens: int = 768) -> list[ChoiceScores]:
+    """Log-likelihood of every continuation after its context, reusing ``prefix``'s KV cache
+    (or a ``cache`` already computed for it) wherever a context starts with it."""
+    prefix = prefix or []
+    if cache is None:
+        cache = _prefix_cache(model, prefix) if prefix else []
+    segments = []
+    for i, req in enumerate(requests):
+        if not req.context or any(not c for c in req.continuations):
+            raise HfIclError(f"prompt {i}: empty context or continuation")
+        cached = min(_shared(req.context, prefix), len(req.context) - 1)
+        segments.append(_Segment(i, cached, req.context[cached:], [c[:-1] for c in req.continuations]))
+    results: list[ChoiceScores | None] = [None] * len(requests)
+    for indices in pack_rows([s.length for s in segments], pack_tokens):
+        row = [segments[i] for i in indices]
+        for seg, logp in zip(row, _forward(model, cache, row)):
+            results[seg.request] = _choice_scores(logp, seg, requests[seg.request])
+    return results  # type: ignore[return-value]
+
+
+def score_choice_curve(model, requests: dict[int, list[ChoiceRequest]], *,
+                       pack_tokens: int = 768) -> dict[int, list[ChoiceScores]]:
+    """Every shot count's prompts with one prefix encoding: the first prompt at the most shots
+    (the other prompts reuse as much of it as they share)."""
+    top = requests[max(requests)]
+    prefix = top[0].context[:-1] if top else []
+    with torch.inference_mode():
+        cache = _prefix_cache(model, prefix) if prefix else []
+    return {k: score_choices(model, reqs, prefix=prefix, cache=cache, pack_tokens=pack_tokens)
+            for k, reqs in sorted(requests.items())}
+
+
+def predictions(scores: ChoiceScores, choices: list[str]) -> tuple[int, int]:
+    """lm-eval's acc and acc_norm predictions: argmax of the summed log-likelihood, and of it
+    divided by the choice's length in characters."""
+    lls = np.asarray(scores.loglikelihoods, dtype=np.float64)
+    lengths = np.array([float(len(c)) for c in choices])
+    return int(np.argmax(lls)), int(np.argmax(lls / lengths))
+
+
+def lm_eval_requests(task: LmEvalTask, docs: list[McDocument], shots: int,
+                     selection: DemoSelection, encoder: LmEvalEncoder) -> list[ChoiceRequest]:
+    """Each document's prompt after ``shots`` demonstrations, as lm-eval tokenizes it."""
+    contexts = fewshot_contexts(task, [d.doc for d in docs], shots, selection)
+    requests = []
+    for context, doc in zip(contexts, docs):
+        pairs = encoder.encode([(context, cont) for cont in mc_continuations(task, doc)])
+        requests.append(ChoiceRequest(pairs[0][0], [p[1] for p in pairs]))
+    return requests
+
+
+def score_lm_eval_task(model, tokenizer, task: LmEvalTask, docs: list[McDocument],
+                       shots: list[int], selection: DemoSelection, *,
+                       pack_tokens: int = 768) -> dict[int, list[ChoiceScores]]:
+    """The whole k-shot curve of a multiple-choice lm-eval task, log-likelihoods as lm-eval's."""
+    encoder = LmEvalEncoder(tokenizer)
+    requests = {k: lm_eval_requests(task, docs, k, selection, encoder) for k in shots}
+    for k in shots:
+        check_window(requests[k], context_window(model), f"lm-eval task {task.name!r}: shots {k}")
+    return score_choice_curve(model, requests, pack_tokens=pack_tokens)
