@@ -59,20 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def find_config(name: str) -> Path:
-    from hf_icl.resources import builtin_dir, builtin_names
-
-    path = Path(name)
-    if path.is_file():
-        return path
-    builtin = builtin_dir("eval_configs") / f"{path.stem}.yaml"
-    if path.parent == Path(".") and builtin.is_file():
-        return builtin
-    if path.suffix in (".yaml", ".yml"):
-        raise HfIclError(f"config {name!r}: no such file")
-    raise unknown_name("config", name, builtin_names("eval_configs"))
-
-
 def cmd_models() -> None:
     from hf_icl.models import list_aliases
 
@@ -101,34 +87,26 @@ def cmd_configs(args: argparse.Namespace) -> None:
 
 
 def cmd_job(args: argparse.Namespace) -> None:
-    from hf_icl.config import apply_overrides, read_yaml
-    from hf_icl.jobs.registry import JOBS
-    from hf_icl.jobs.runner import run_job
+    from hf_icl.jobs.runner import run_config
     from hf_icl.runtime import JobOptions
 
-    path = find_config(args.config)
-    data = apply_overrides(read_yaml(path), args.set)
-    job = data.get("job", "evaluate") if args.command == "run" else args.command
-    if job not in JOBS:
-        raise unknown_name("job", job, JOBS, where=f"{path}: job")
-    if data.get("job", job) != job:
-        raise HfIclError(f"{path}: job is {data['job']!r}; run it with `hf-icl {data['job']}` "
-                         "or `hf-icl run`")
-    data["job"] = job
-    if args.push_to_hub and job != "train":
-        raise HfIclError(f"--push-to-hub applies to train jobs; {path} is a {job} job")
-    check_push_args(args)
-    run_job(job, data, path, out=args.out, overwrite=args.overwrite,
-            options=JobOptions(progress=not args.quiet, push_to_hub=args.push_to_hub,
-                               private=args.private))
+    private_needs_push(args)
+    run_config(args.config, job=None if args.command == "run" else args.command,
+               overrides=args.set, out=args.out, overwrite=args.overwrite,
+               options=JobOptions(progress=not args.quiet, push_to_hub=args.push_to_hub,
+                                  private=args.private))
+
+
+def private_needs_push(args: argparse.Namespace) -> None:
+    if args.private and not args.push_to_hub:
+        raise HfIclError("--private applies with --push-to-hub REPO_ID")
 
 
 def check_push_args(args: argparse.Namespace) -> None:
-    """A requested push is checked before any work (a bad repo id must not cost a training)."""
+    """A requested push is checked before any work (a bad repo id must not cost a build)."""
     from hf_icl.hub import check_push
 
-    if args.private and not args.push_to_hub:
-        raise HfIclError("--private applies with --push-to-hub REPO_ID")
+    private_needs_push(args)
     if args.push_to_hub:
         check_push(args.push_to_hub)
 

@@ -76,7 +76,7 @@ def test_set_overrides_and_config_mismatch(tmp_path, text_task_dir, capsys):
 
 @pytest.mark.real_model
 def test_quickstart_config_parses_and_names_the_real_model():
-    from hf_icl.cli import find_config
+    from hf_icl.resources import find_config
     from hf_icl.config import from_dict, read_yaml
     from hf_icl.jobs.evaluate_config import EvaluateConfig
 

@@ -186,7 +186,7 @@ def test_order_sensitivity_counts_accuracy_spread_and_flipped_queries():
 
 
 def test_shipped_dai_config_parses():
-    from hf_icl.cli import find_config
+    from hf_icl.resources import find_config
     from hf_icl.config import from_dict, read_yaml
 
     path = find_config("dai_smollm2")
@@ -201,7 +201,7 @@ def test_repro_dai_configs_parse_and_hub_templates_render(monkeypatch, tokenizer
     """The Hub tasks cannot load offline: fake rows from each template's fields, then render."""
     import string
 
-    from hf_icl.cli import find_config
+    from hf_icl.resources import find_config
     from hf_icl.config import from_dict, read_yaml
     from hf_icl.render import RenderOptions, TextRenderer
     from hf_icl.tasks import load_task

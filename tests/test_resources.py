@@ -24,7 +24,7 @@ def test_wheel_ships_builtin_tasks_and_configs(tmp_path):
         "import hf_icl, sys\n"
         "from hf_icl.resources import builtin_dir\n"
         "from hf_icl.tasks import load_task\n"
-        "from hf_icl.cli import find_config\n"
+        "from hf_icl.resources import find_config\n"
         "assert 'site' in hf_icl.__file__, hf_icl.__file__\n"
         "print(builtin_dir('tasks'))\n"
         "ep = load_task('sentiment')[1].episode(0, 4, 2)\n"

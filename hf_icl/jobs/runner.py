@@ -3,13 +3,14 @@ summarise. Nothing is written before every check has passed, so a mistake leaves
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from hf_icl.config import from_dict, to_dict
-from hf_icl.errors import HfIclError
-from hf_icl.jobs.registry import check_config, job_config, job_module
+from hf_icl.config import apply_overrides, from_dict, read_yaml, to_dict
+from hf_icl.errors import HfIclError, unknown_name
+from hf_icl.jobs.registry import JOBS, check_config, job_config, job_module
+from hf_icl.resources import find_config
 from hf_icl.results import RunFolder, default_out
 from hf_icl.runtime import JobOptions, make_shard
 
@@ -66,3 +67,27 @@ def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: boo
         print(module.summary(results))
         print(f"\nresults: {folder.path}/")
     return results
+
+
+def run_config(config: str | Path, *, job: str | None = None, overrides: Sequence[str] = (),
+               out: str | None = None, overwrite: bool = False,
+               options: JobOptions | None = None) -> dict | None:
+    """Run a config file (or built-in config name) as `hf-icl JOB` does; `job=None` dispatches
+    on the config's `job:` field, as `hf-icl run`. Returns the job's results."""
+    options = options or JobOptions()
+    path = find_config(config)
+    data = apply_overrides(read_yaml(path), list(overrides))
+    job = job or data.get("job", "evaluate")
+    if job not in JOBS:
+        raise unknown_name("job", job, JOBS, where=f"{path}: job")
+    if data.get("job", job) != job:
+        raise HfIclError(f"{path}: job is {data['job']!r}; run it with `hf-icl {data['job']}` "
+                         "or `hf-icl run`")
+    data["job"] = job
+    if options.push_to_hub:
+        if job != "train":
+            raise HfIclError(f"--push-to-hub applies to train jobs; {path} is a {job} job")
+        from hf_icl.hub import check_push
+
+        check_push(options.push_to_hub)  # a bad repo id must not cost a training
+    return run_job(job, data, path, out=out, overwrite=overwrite, options=options)
