@@ -20,7 +20,7 @@ LAYERS = [
     ["training", "finetune", "finetune_config", "analysis", "build"],
     ["scoring", "packing", "attention", "models", "render", "samplers", "baselines", "metrics",
      "tasks", "hub", "plots", "kv_cache", "episode", "icl_model", "demos", "lm_eval_tasks",
-     "multiple_choice", "demo_scoring"],
+     "multiple_choice", "demo_scoring", "filters", "generation", "generation_config"],
     ["config", "registry", "errors", "results", "runtime", "resources"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
