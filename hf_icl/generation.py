@@ -21,6 +21,7 @@ from transformers import DynamicCache
 from hf_icl.errors import HfIclError
 from hf_icl.kv_cache import cache_kwargs
 from hf_icl.packing import build_masks
+from hf_icl.render.generation import longest_generation
 from hf_icl.scoring import _prefix_cache, context_window
 
 
@@ -58,7 +59,7 @@ def check_generation_length(model, prompts: Prompts, max_shots: int, max_new_tok
     limit = context_window(model)
     if limit is None:
         return
-    longest = prompts.boundaries[max_shots] + max(len(q) for q in prompts.query_ids) + max_new_tokens
+    longest = longest_generation(prompts, max_shots, max_new_tokens)
     if longest > limit:
         raise HfIclError(f"{where}: a prompt with {max_shots} demonstrations plus max_new_tokens "
                          f"{max_new_tokens} is {longest} tokens, over the model's context window "

@@ -31,6 +31,9 @@ class CompareConfig(EvaluateConfig):
                              f"got {self.shots}")
         if self.protocol != "queries":
             raise ValueError("protocol: compare uses the queries protocol")
+        if self.scoring.method != "loglikelihood":
+            raise ValueError("scoring: compare reads label positions (accuracy, SimAOU, SimAM); "
+                             "method generate is for evaluate")
         if self.baselines:
             raise ValueError("baselines: compare runs models only; use evaluate for baselines")
         if self.metrics:

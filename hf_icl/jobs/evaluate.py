@@ -86,6 +86,10 @@ def model_unit(config: EvaluateConfig, tasks: list[TaskRun], label: str, model, 
     renderer = TextRenderer(tokenizer, task.render)
     episode = draw_episode(config, task, unit.seed, unit.order)
     base = unit_row(unit, label, task.name, episode)
+    if task.scoring.method == "generate":
+        from hf_icl.jobs.generation_rows import generate_unit_rows
+
+        return generate_unit_rows(model, tokenizer, renderer, config.shots, task, episode, base)
     score = score_unit_sequential if config.protocol == "sequential" else score_unit_queries
     return score(model, renderer, config, task, episode, base)
 
@@ -123,7 +127,8 @@ def run(config: EvaluateConfig, folder: RunFolder, options: JobOptions,
 def summary(results: dict) -> str:
     """Console summary: one learning curve per model × task."""
     lines = []
-    rows = [s for s in results["summary"] if s["metric"] in ("accuracy", "nse")]
+    rows = [s for s in results["summary"]
+            if s["metric"] in ("accuracy", "nse", "exact_match", "unparsed")]
     for key in dict.fromkeys((s["model"], s["task"], s["metric"]) for s in rows):
         items = sorted((s for s in rows if (s["model"], s["task"], s["metric"]) == key),
                        key=lambda s: s["shots"])

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from hf_icl.attention.settings import MomentumConfig
 from hf_icl.config import option
+from hf_icl.generation_config import ScoringOptions
 from hf_icl.models import ModelSpec
 
 
@@ -30,6 +31,9 @@ class EvaluateConfig:
                                   help="in-context baselines by name or {name: ..., <param>: ...}")
     metrics: list[str] = option(default_factory=list,
                                 help="default: accuracy, macro_f1 (classification); nse (regression)")
+    scoring: ScoringOptions = option(
+        default_factory=ScoringOptions, help="loglikelihood or generate (+ until, max_new_tokens, "
+        "filters); a task entry's 'scoring:' overrides keys for that task")
     pack_tokens: int = option(768, help="tokens per packed scoring forward")
     batch_size: int = option(8, help="sequences per forward (sequential protocol)")
     bootstrap: int = option(1000, help="bootstrap resamples for confidence intervals")

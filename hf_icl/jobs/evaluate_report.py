@@ -13,9 +13,11 @@ from hf_icl.plots import colours, library_versions, panel_grid, png_bytes, pyplo
 from hf_icl.results import Reports
 
 
-def metric_names(config, is_regression: bool) -> list[str]:
+def metric_names(config, is_regression: bool, is_text: bool = False) -> list[str]:
     if config.metrics:
         return list(config.metrics)
+    if is_text:
+        return ["exact_match"]
     return M.REGRESSION_METRICS if is_regression else M.CLASSIFICATION_METRICS
 
 
@@ -45,7 +47,7 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
     out = []
     for (model, task, shots), rs in groups.items():
         regression = isinstance(rs[0]["gold"], float)
-        for name in metric_names(config, regression):
+        for name in metric_names(config, regression, isinstance(rs[0]["gold"], str)):
             per_seed = _seed_values(name, rs)
             low, high = M.bootstrap_ci(name, [r["pred"] for r in rs], [r["gold"] for r in rs],
                                        groups=_seed_groups(rs),
@@ -55,7 +57,25 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
                         "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
                         "ci_low": low, "ci_high": high, "n": len(rs),
                         "num_seeds": len(per_seed)})
+        if "parsed" in rs[0]:
+            out.append(unparsed_summary(config, model, task, shots, rs))
     return out
+
+
+def unparsed_summary(config, model: str, task: str, shots: int, rows: list[dict]) -> dict:
+    """Generations with no number in them: their fraction, so a low error is never bought by
+    outputs that were not answers (they are scored as the zero predictor)."""
+    flags = [not r["parsed"] for r in rows]
+    by_seed: dict[tuple, list[bool]] = defaultdict(list)
+    for r, flag in zip(rows, flags):
+        by_seed[(r["seed"], r["order"])].append(flag)
+    per_seed = [float(np.mean(v)) for _, v in sorted(by_seed.items())]
+    low, high = M.bootstrap_ci("accuracy", flags, [True] * len(flags), groups=_seed_groups(rows),
+                               resamples=config.bootstrap, seed=config.seed)
+    return {"model": model, "task": task, "shots": shots, "metric": "unparsed",
+            "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "ci_low": low,
+            "ci_high": high, "n": len(rows), "num_seeds": len(per_seed),
+            "count": int(sum(flags))}
 
 
 def markdown_report(config, summary: list[dict], title: str) -> str:

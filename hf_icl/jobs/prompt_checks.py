@@ -75,6 +75,25 @@ def check_prompts(config: EvaluateConfig, tasks: list[TaskRun], episodes: list[E
                                          f"is {len(sequence.ids)} tokens, over the model's "
                                          f"context window of {limit}; lower shots")
                     continue
+                if task.scoring.method == "generate":
+                    check_generation_prompts(renderer, task, episode, max(config.shots), limit)
+                    continue
                 rendered = renderer.render_episode(episode)
             if limit is not None:
                 check_prompt_length(rendered, max(config.shots), limit, where)
+
+
+def check_generation_prompts(renderer: TextRenderer, task: TaskRun, episode: Episode, shots: int,
+                             limit: int | None) -> None:
+    """Generation prompts render, and the longest one plus max_new_tokens fits the window."""
+    from hf_icl.render.generation import longest_generation, render_generation
+
+    prompts = render_generation(renderer, episode)
+    if limit is None:
+        return
+    new = task.scoring.max_new_tokens
+    longest = longest_generation(prompts, shots, new)
+    if longest > limit:
+        raise HfIclError(f"scoring.max_new_tokens: a prompt with {shots} demonstrations plus "
+                         f"{new} generated tokens is {longest} tokens, over the model's context "
+                         f"window of {limit}; lower shots or max_new_tokens")

@@ -10,7 +10,9 @@ from hf_icl.episode import Episode
 from hf_icl.jobs.units import Unit
 
 
-def gold(episode: Episode, y) -> int | float:
+def gold(episode: Episode, y) -> int | float | str:
+    if isinstance(y, str):  # a generation task's answer text
+        return y
     return float(y) if episode.is_regression else int(y)
 
 

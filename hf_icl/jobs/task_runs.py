@@ -3,10 +3,12 @@ options, and the episodes every learner of a unit shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from hf_icl.config import from_dict, to_dict
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
+from hf_icl.generation_config import ScoringOptions
 from hf_icl.jobs.evaluate_config import EvaluateConfig, split_task_models
 from hf_icl.render import RenderOptions
 from hf_icl.samplers import TaskSampler, rng_for
@@ -21,6 +23,7 @@ class TaskRun:
     sampler: TaskSampler
     render: RenderOptions
     models: frozenset[int] | None = None  # indices into config.models; None = all
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
 
     @property
     def name(self) -> str:
@@ -33,17 +36,32 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
     for i, ref in enumerate(config.tasks):
         where = Entry(source, f"tasks.{i}")
         ref, models = split_task_models(ref, [m.label for m in config.models], where.key)
+        ref, scoring = task_scoring(config, ref, where)
         definition, sampler = load_task(ref, where)
         render = parse_section(definition, RenderOptions, "render", definition.render, where)
         if render.renderer != "text":
             raise HfIclError(f"{where}: render.renderer {render.renderer!r} needs a trained "
                              "read-in; evaluate pretrained LLMs with renderer: text")
-        runs.append(TaskRun(definition, sampler, render, models))
+        if scoring.method == "generate" and config.protocol != "queries":
+            raise HfIclError(f"{where}: scoring.method generate needs protocol: queries")
+        runs.append(TaskRun(definition, sampler, render, models, scoring))
     names = [t.name for t in runs]
     if len(set(names)) != len(names):
         raise HfIclError(f"{source}: tasks: duplicate task name in {names}; give one an alias "
                          "with 'as:'")
     return runs
+
+
+def task_scoring(config: EvaluateConfig, ref, where: Entry) -> tuple[object, ScoringOptions]:
+    """The config's ``scoring:`` with the entry's own ``scoring:`` keys over it."""
+    if not isinstance(ref, dict) or "scoring" not in ref:
+        return ref, config.scoring
+    ref = dict(ref)
+    own = ref.pop("scoring")
+    if not isinstance(own, dict):
+        raise HfIclError(f"{where}.scoring: expected a mapping, got {own!r}")
+    merged = {**to_dict(config.scoring), **own}
+    return ref, from_dict(ScoringOptions, merged, source=where.source, prefix=f"{where.key}.scoring")
 
 
 def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -> Episode:

@@ -15,13 +15,14 @@ METRICS: Registry[Path] = Registry("metric")
 _HERE = Path(__file__).resolve().parent
 for _name, _folder in {"accuracy": "accuracy", "macro_f1": "macro_f1", "nse": "nse",
                         "rec2ftp": "rec2ftp", "simaou": "simaou", "simam": "simam",
-                        "kendall_tau": "kendall_tau"}.items():
+                        "kendall_tau": "kendall_tau", "exact_match": "exact_match"}.items():
     METRICS.register(_name)(_HERE / _folder / f"{_folder}.py")
 
-PREDICTION_METRICS = ["accuracy", "macro_f1", "nse"]  # computed from (pred, gold) samples
+PREDICTION_METRICS = ["accuracy", "macro_f1", "nse", "exact_match"]  # from (pred, gold) samples
 CLASSIFICATION_METRICS = ["accuracy", "macro_f1"]
 REGRESSION_METRICS = ["nse"]
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "nse": False}
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "nse": False, "exact_match": True,
+                    "unparsed": False}
 
 
 @cache
@@ -40,7 +41,7 @@ def compute(name: str, predictions, references, **kwargs) -> float:
 
 def _resampled_stat(name: str, pred: np.ndarray, ref: np.ndarray, **kwargs) -> np.ndarray:
     """The metric of every row of (resamples, n) arrays, vectorised."""
-    if name == "accuracy":
+    if name in ("accuracy", "exact_match"):
         return (pred == ref).mean(1)
     if name == "nse":
         return ((pred - ref) ** 2 / kwargs.get("scale", 1.0)).mean(1)

@@ -45,6 +45,11 @@ def answer_texts(renderer: TextRenderer, episode: Episode, y) -> list[str]:
     return [words[int(c)] for c in y]
 
 
+def longest_generation(prompts, shots: int, max_new_tokens: int) -> int:
+    """Tokens of the longest prompt after ``shots`` demonstrations plus its generation."""
+    return prompts.boundaries[shots] + max(len(q) for q in prompts.query_ids) + max_new_tokens
+
+
 def parse_scale(renderer: TextRenderer) -> float:
     """What a number parsed from a regression answer is divided by to get back to y's units."""
     return float(10 ** renderer.options.precision)
