@@ -22,11 +22,12 @@ SYSTEM = "Classify the sentiment of each review."
 
 @pytest.fixture(scope="module")
 def gemma_tokenizer():
-    """Gemma 3's real tokenizer (from the offline GGUF) with Gemma 3's published chat template."""
+    """Gemma 3's real tokenizer (from the offline GGUF); the loader adds Gemma 3's published
+    chat template, which the GGUF lacks."""
     from hf_icl.models.loading import load_tokenizer
 
     tok = load_tokenizer("gemma3-270m")
-    tok.chat_template = tok.chat_template or bundled_template("gemma3")
+    assert tok.chat_template == bundled_template("gemma3")
     return tok
 
 

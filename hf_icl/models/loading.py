@@ -61,6 +61,8 @@ def gemma3_gguf() -> Path:
 
 
 GGUF_ALIASES = {"smollm2-135m": smollm2_gguf, "gemma3-270m": gemma3_gguf}
+# The Gemma 3 GGUF carries no chat template; Google's published one is bundled (render/chat_templates).
+BUNDLED_CHAT_TEMPLATES = {"gemma3-270m": "gemma3"}
 
 
 def _clear_gguf_marker(model: torch.nn.Module) -> None:
@@ -151,6 +153,10 @@ def _tokenizer(source: str, spec: ModelSpec):
                                                   trust_remote_code=spec.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template and spec.spec in BUNDLED_CHAT_TEMPLATES:
+        from hf_icl.render.chat import bundled_template
+
+        tokenizer.chat_template = bundled_template(BUNDLED_CHAT_TEMPLATES[spec.spec])
     return tokenizer
 
 
