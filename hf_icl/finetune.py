@@ -53,6 +53,10 @@ class TrainingDemo:
 def training_demos(renderer: TextRenderer, episode: Episode, rendered: RenderedEpisode,
                    shots: int) -> list[TrainingDemo]:
     """The first `shots` demonstrations with exactly the token ids the ICL prompt gives them."""
+    if renderer.options.chat_template:  # a demonstration is its turns, up to the next user turn
+        cuts = rendered.boundaries
+        return [TrainingDemo(rendered.prefix_ids[cuts[i]:cuts[i + 1]], 0, cuts[i])
+                for i in range(shots)]
     delimiter = renderer.options.delimiter
     special = list(renderer.special_prefix)
     demos = []

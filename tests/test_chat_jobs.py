@@ -1,0 +1,33 @@
+"""Chat-formatted episodes in the compare and train jobs."""
+
+import json
+
+import yaml
+
+from hf_icl.cli import main
+
+
+def test_compare_runs_on_chat_prompts(tmp_path, text_task_dir):
+    config = {"job": "compare", "models": ["tiny-random-llama"],
+              "tasks": [{"name": str(text_task_dir / "mini.yaml"),
+                         "render": {"chat_template": True, "system": "Be brief."}}],
+              "shots": [2], "num_seeds": 1, "num_queries": 2,
+              "finetune": {"arms": ["dai"], "lr_sweep": [0.01], "sweep_episodes": 1,
+                           "sweep_queries": 2}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    assert {r["arm"] for r in rows} == {"zs", "icl", "dai"} and len(rows) == 2 * 3
+    assert all(len(r["simaou"]) == 2 for r in rows if r["arm"] == "dai")
+
+
+def test_compare_refuses_generation_scoring(tmp_path, text_task_dir, capsys):
+    config = {"job": "compare", "models": ["tiny-random-llama"],
+              "tasks": [str(text_task_dir / "mini.yaml")], "shots": [2],
+              "scoring": {"method": "generate"}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["compare", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "method generate is for evaluate" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
