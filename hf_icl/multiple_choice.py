@@ -64,6 +64,20 @@ def _shared(a: list[int], b: list[int]) -> int:
     return int(mismatch[0]) if len(mismatch) else n
 
 
+def _segment(i: int, req: ChoiceRequest, prefix: list[int]) -> _Segment:
+    """The prompt minus what the prefix cache holds (at least its last context token)."""
+    if not req.context or any(not c for c in req.continuations):
+        raise HfIclError(f"prompt {i}: empty context or continuation")
+    cached = min(_shared(req.context, prefix), len(req.context) - 1)
+    return _Segment(i, cached, req.context[cached:], [c[:-1] for c in req.continuations])
+
+
+def _curve_prefix(requests: dict[int, list[ChoiceRequest]]) -> list[int]:
+    """The first prompt at the most shots: the others share as much of it as they can."""
+    top = requests[max(requests)]
+    return top[0].context[:-1] if top else []
+
+
 def check_window(requests: list[ChoiceRequest], limit: int | None, where: str) -> None:
     """A prompt longer than the context window is refused (lm-eval would cut its left end)."""
     if limit is None:
@@ -126,12 +140,7 @@ def score_choices(model, requests: list[ChoiceRequest], *, prefix: list[int] | N
     prefix = prefix or []
     if cache is None:
         cache = _prefix_cache(model, prefix) if prefix else []
-    segments = []
-    for i, req in enumerate(requests):
-        if not req.context or any(not c for c in req.continuations):
-            raise HfIclError(f"prompt {i}: empty context or continuation")
-        cached = min(_shared(req.context, prefix), len(req.context) - 1)
-        segments.append(_Segment(i, cached, req.context[cached:], [c[:-1] for c in req.continuations]))
+    segments = [_segment(i, req, prefix) for i, req in enumerate(requests)]
     results: list[ChoiceScores | None] = [None] * len(requests)
     for indices in pack_rows([s.length for s in segments], pack_tokens):
         row = [segments[i] for i in indices]
@@ -142,10 +151,8 @@ def score_choices(model, requests: list[ChoiceRequest], *, prefix: list[int] | N
 
 def score_choice_curve(model, requests: dict[int, list[ChoiceRequest]], *,
                        pack_tokens: int = 768) -> dict[int, list[ChoiceScores]]:
-    """Every shot count's prompts with one prefix encoding: the first prompt at the most shots
-    (the other prompts reuse as much of it as they share)."""
-    top = requests[max(requests)]
-    prefix = top[0].context[:-1] if top else []
+    """Every shot count's prompts with one prefix encoding (`_curve_prefix`)."""
+    prefix = _curve_prefix(requests)
     with torch.inference_mode():
         cache = _prefix_cache(model, prefix) if prefix else []
     return {k: score_choices(model, reqs, prefix=prefix, cache=cache, pack_tokens=pack_tokens)
@@ -180,3 +187,11 @@ def score_lm_eval_task(model, tokenizer, task: LmEvalTask, docs: list[McDocument
     for k in shots:
         check_window(requests[k], context_window(model), f"lm-eval task {task.name!r}: shots {k}")
     return score_choice_curve(model, requests, pack_tokens=pack_tokens)
+
+
+def scored_tokens(requests: dict[int, list[ChoiceRequest]]) -> int:
+    """Tokens `score_choice_curve` runs through the model: the shared prefix once, then each
+    prompt's unshared context and its choices (all but their last token)."""
+    prefix = _curve_prefix(requests)
+    return len(prefix) + sum(_segment(i, req, prefix).length for reqs in requests.values()
+                             for i, req in enumerate(reqs))
