@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hf_icl.demos import DemoPlan
+from hf_icl.errors import HfIclError
 from hf_icl.packing import build_masks, grouped_row, pack_rows
 from hf_icl.render.text import RenderedEpisode, TextRenderer
 from hf_icl.scoring import Segment, _row_reads, check_length, score_queries
@@ -107,6 +108,23 @@ def _log_normalise(scores: np.ndarray) -> np.ndarray:
     return scores - np.logaddexp.reduce(scores, axis=-1, keepdims=True)
 
 
+def query_groups(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int],
+                 calibrate: bool = False, where: str = "task"
+                 ) -> tuple[list[Group], list[list[list[int]]]]:
+    """Each query's chains as row groups, with their label candidates (per-query plans)."""
+    groups, candidates = [], []
+    for q in range(plan.episode.num_queries):
+        for rows, ks in chains({k: plan.rows(q, k) for k in shots}):
+            rendered = renderer.render_episode(plan.episode_for(rows, [q]))
+            if calibrate and rendered.content_free_ids is None:
+                raise HfIclError(f"{where}: calibrate needs a content-free input")
+            if model is not None:
+                check_length(model, rendered, max(ks), where)
+            groups.append(_group(rendered, ks, q, calibrate))
+            candidates.append(rendered.candidates)
+    return groups, candidates
+
+
 @torch.inference_mode()
 def score_plan(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int], *,
                pack_tokens: int = 768, length_normalise: bool = False, calibrate: bool = False,
@@ -122,13 +140,7 @@ def score_plan(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int], 
                                      length_normalise=length_normalise, calibrate=calibrate,
                                      where=where))
         return out
-    groups, candidates = [], []
-    for q in range(num_queries):
-        for rows, ks in chains({k: plan.rows(q, k) for k in shots}):
-            rendered = renderer.render_episode(plan.episode_for(rows, [q]))
-            check_length(model, rendered, max(ks), where)
-            groups.append(_group(rendered, ks, q, calibrate))
-            candidates.append(rendered.candidates)
+    groups, candidates = query_groups(model, renderer, plan, shots, calibrate, where)
     width = max(len(c) for c in candidates)
     out = {k: np.zeros((num_queries, width)) for k in shots}
     free: dict[tuple[int, int], np.ndarray] = {}
