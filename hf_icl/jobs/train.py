@@ -32,11 +32,14 @@ def prepare(config: TrainConfig, source: str = "config",
             name, params = split_spec(spec, i)
             with located(f"baselines.{i}"):
                 make_baseline(name, **params)
-    from hf_icl.training.loop import check_environment  # imports torch: after the cheap checks
+    from hf_icl.training.diagnostics import check_diagnostics  # imports torch: after the
+    from hf_icl.training.loop import check_environment  # cheap checks
 
     check_environment(config.train)
     with located(source):
-        return build_tasks(config, entries)
+        prepared = build_tasks(config, entries)
+        check_diagnostics(config, prepared.tasks)
+    return prepared
 
 
 def run(config: TrainConfig, folder: RunFolder, options: JobOptions,

@@ -24,6 +24,8 @@ _HOMES = {
     "smollm2_gguf": "loading",
     "tiny_config": "loading",
     "torch_dtype": "loading",
+    "LinearAttentionConfig": "linear_attention",
+    "LinearAttentionModel": "linear_attention",
     "LoopedLlamaConfig": "small",
     "LoopedLlamaForCausalLM": "small",
     "SmallModelConfig": "small_config",
@@ -40,6 +42,8 @@ _HOMES = {
 __all__ = [
     "ICLModel",
     "LabelBatch",
+    "LinearAttentionConfig",
+    "LinearAttentionModel",
     "LoopedLlamaConfig",
     "LoopedLlamaForCausalLM",
     "ModelSpec",
@@ -65,6 +69,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from hf_icl.models.linear_attention import LinearAttentionConfig, LinearAttentionModel
     from hf_icl.models.learner import (
         ICLModel,
         LabelBatch,

@@ -24,6 +24,7 @@ from hf_icl.render.embedding import (
     EmbeddingRenderer,
     ReadIn,
     load_read_in_out,
+    paired_tokens,
     save_read_in_out,
 )
 from hf_icl.render.text import TextRenderer
@@ -97,9 +98,11 @@ def embedding_batch(renderer: EmbeddingRenderer, episodes: list[Episode],
     candidates = None
     if renderer.label_token_ids is not None:
         candidates = torch.tensor(renderer.label_token_ids[:episodes[0].num_classes])
+    width = renderer.positions_per_example
     return LabelBatch(inputs={"x": embedded.x, "labels": embedded.labels}, rows=rows,
-                      cols=2 * examples, targets=embedded.labels[rows, examples],
-                      examples=examples, candidates=candidates, num_tokens=count * 2 * num_labels)
+                      cols=width * examples, targets=embedded.labels[rows, examples],
+                      examples=examples, candidates=candidates,
+                      num_tokens=count * width * num_labels)
 
 
 def _base(lm: nn.Module) -> nn.Module:
@@ -127,8 +130,15 @@ class ICLModel(nn.Module):
         """(loops, N, vocab) logits, or (loops, N) regression outputs, at (rows, cols).
 
         ``loops`` is 1 except for a looped model in training, whose last T loops all count.
+        A paired-layout model (linear attention) reads the tokens [x; y] itself; its two-class
+        output ŷ becomes the logits [0, ŷ].
         """
         base = _base(self.lm)
+        if getattr(base, "paired_layout", False):
+            predicted = base(paired_tokens(x, labels))[:, rows, cols]
+            if labels.is_floating_point():
+                return predicted
+            return torch.stack([torch.zeros_like(predicted), predicted], -1)  # logistic loss
         embeds = None
         if input_ids is None:
             if self.read_in is None:
@@ -178,11 +188,13 @@ def load_trained(folder: str | Path) -> tuple[ICLModel, object | None]:
     info = json.loads(path.read_text())
     tokenizer = None
     if info["kind"] == "small":
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModel, AutoModelForCausalLM
 
-        import hf_icl.models.small  # noqa: F401  (registers the looped architecture)
+        import hf_icl.models.small  # noqa: F401  (registers the looped and linear architectures)
+        from hf_icl.models.small_config import PAIRED_ARCHITECTURES
 
-        lm = AutoModelForCausalLM.from_pretrained(folder)
+        paired = info["small_model"].get("architecture") in PAIRED_ARCHITECTURES
+        lm = (AutoModel if paired else AutoModelForCausalLM).from_pretrained(folder)
     elif info["kind"] in ("adapter", "frozen"):
         adapter = str(folder) if info["kind"] == "adapter" else None
         lm, tokenizer = load_model(ModelSpec(**{**info["base_model"], "adapter": adapter}))

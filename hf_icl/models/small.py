@@ -6,23 +6,30 @@
   ``loops`` times with input injection ``z ← f(z + e)`` from ``z = 0``. Training reads the
   outputs of the last ``loss_loops`` loops (the loss is their average) and runs the earlier
   loops without gradients; evaluation reads the last loop only.
+- ``linear_attention``, ``looped_linear_attention``: the theory papers' linear self-attention
+  (models/linear_attention.py), reading the paired layout without a read-in.
 
-Their vocabulary is only the label tokens of classification tasks (ids 0..C-1): the embedding
-renderer feeds continuous inputs through its read-in, never through token ids.
+Builders are registered by name in ``ARCHITECTURES``. The Llama models' vocabulary is only the
+label tokens of classification tasks (ids 0..C-1): the embedding renderer feeds continuous
+inputs through its read-in, never through token ids.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaModel
 
 from hf_icl.kv_cache import cache_argument
+from hf_icl.models.linear_attention import build_linear_attention
 from hf_icl.models.small_config import SmallModelConfig
+from hf_icl.registry import Registry
 
 
 class LoopedLlamaConfig(LlamaConfig):
@@ -86,19 +93,38 @@ AutoConfig.register(LoopedLlamaConfig.model_type, LoopedLlamaConfig)
 AutoModelForCausalLM.register(LoopedLlamaConfig, LoopedLlamaForCausalLM)
 
 
-def build_small_model(config: SmallModelConfig, seed: int = 0) -> LlamaForCausalLM:
-    """A randomly initialised small model (seeded, so every process builds the same one)."""
-    common = dict(vocab_size=config.vocab_size, hidden_size=config.hidden,
-                  intermediate_size=config.intermediate or 4 * config.hidden,
-                  num_hidden_layers=config.layers, num_attention_heads=config.heads,
-                  num_key_value_heads=config.heads, max_position_embeddings=config.max_positions,
-                  tie_word_embeddings=False, pad_token_id=None, bos_token_id=None,
-                  eos_token_id=None)
-    torch.manual_seed(seed)
-    if config.architecture == "looped":
-        hf_config = LoopedLlamaConfig(loops=config.loops, loss_loops=config.loss_loops,
-                                      eval_loops=config.eval_loops, **common)
-        return LoopedLlamaForCausalLM(hf_config)
-    hf_config = LlamaConfig(**common)
+ARCHITECTURES: Registry[Callable[[SmallModelConfig, int], nn.Module]] = Registry("architecture")
+
+
+@ARCHITECTURES.register("llama")
+def _llama(config: SmallModelConfig, dim: int) -> LlamaForCausalLM:
+    hf_config = LlamaConfig(**_llama_settings(config))
     hf_config._attn_implementation = "sdpa"
     return LlamaForCausalLM(hf_config)
+
+
+@ARCHITECTURES.register("looped")
+def _looped(config: SmallModelConfig, dim: int) -> LoopedLlamaForCausalLM:
+    return LoopedLlamaForCausalLM(LoopedLlamaConfig(
+        loops=config.loops, loss_loops=config.loss_loops, eval_loops=config.eval_loops,
+        **_llama_settings(config)))
+
+
+ARCHITECTURES.register("linear_attention")(build_linear_attention)
+ARCHITECTURES.register("looped_linear_attention")(build_linear_attention)
+
+
+def _llama_settings(config: SmallModelConfig) -> dict:
+    return dict(vocab_size=config.vocab_size, hidden_size=config.hidden,
+                intermediate_size=config.intermediate or 4 * config.hidden,
+                num_hidden_layers=config.layers, num_attention_heads=config.heads,
+                num_key_value_heads=config.heads, max_position_embeddings=config.max_positions,
+                tie_word_embeddings=False, pad_token_id=None, bos_token_id=None,
+                eos_token_id=None)
+
+
+def build_small_model(config: SmallModelConfig, seed: int = 0, dim: int = 1) -> nn.Module:
+    """A randomly initialised small model (seeded, so every process builds the same one);
+    ``dim``: the input size, which the linear-attention models read without a read-in."""
+    torch.manual_seed(seed)
+    return ARCHITECTURES.get(config.architecture, "small_model.architecture")(config, dim)

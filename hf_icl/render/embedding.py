@@ -7,6 +7,11 @@ and is predicted by a linear read-out, while a class label enters as the embeddi
 token and is predicted by the LM head's logits over the label tokens. The read-in and read-out
 are trained with the model and saved next to it (``read_in_out.safetensors``);
 ``load_read_in_out`` restores them.
+
+The ``paired`` layout (the theory papers' linear self-attention) takes one position per
+example, the token z_i = [x_i; y_i] itself (no read-in): a regression target as it is, a class
+of a two-class task as y = −1 (class 0) or +1 (class 1). The model predicts y_i at position i
+from the query [x_i; 0] and the i examples before it.
 """
 
 from __future__ import annotations
@@ -38,9 +43,15 @@ class EmbeddedEpisodes:
 class EmbeddingRenderer:
     """Episodes → arrays for the read-in; knows the input size and the label tokens."""
 
-    def __init__(self, dim: int, label_token_ids: list[int] | None) -> None:
+    def __init__(self, dim: int, label_token_ids: list[int] | None,
+                 layout: str = "interleaved") -> None:
         self.dim = dim
         self.label_token_ids = label_token_ids  # None: regression (read-out)
+        self.layout = layout  # interleaved (x then y positions) or paired (one per example)
+
+    @property
+    def positions_per_example(self) -> int:
+        return 1 if self.layout == "paired" else 2
 
     def render(self, episodes: list[Episode]) -> EmbeddedEpisodes:
         x = np.stack([np.asarray(ep.demo_x, dtype=np.float32) for ep in episodes])
@@ -50,11 +61,22 @@ class EmbeddingRenderer:
         y = np.stack([np.asarray(ep.demo_y) for ep in episodes])
         if self.label_token_ids is None:
             return EmbeddedEpisodes(torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)))
+        if self.layout == "paired" and episodes[0].num_classes != 2:
+            raise HfIclError(f"task {episodes[0].task!r}: the paired layout reads a class as "
+                             f"y = ±1, so it takes two-class tasks only, not "
+                             f"{episodes[0].num_classes}")
         if y.max() >= len(self.label_token_ids):
             raise HfIclError(f"task {episodes[0].task!r}: class {int(y.max())} has no label token "
                              f"({len(self.label_token_ids)} available)")
         tokens = np.asarray(self.label_token_ids, dtype=np.int64)[y]
         return EmbeddedEpisodes(torch.from_numpy(x), torch.from_numpy(tokens))
+
+
+def paired_tokens(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, n, dim) inputs and (B, n) labels → (B, n, dim + 1) tokens [x_i; y_i]; integer labels
+    are the two classes' token ids 0 and 1, entered as −1 and +1."""
+    y = labels.to(x.dtype) if labels.is_floating_point() else 2.0 * labels.to(x.dtype) - 1.0
+    return torch.cat([x, y[..., None]], -1)
 
 
 class ReadIn(nn.Module):

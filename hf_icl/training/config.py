@@ -9,6 +9,7 @@ from typing import Any, Literal
 from hf_icl.config import option
 from hf_icl.models import ModelSpec, SmallModelConfig
 
+DIAGNOSTICS = ("subspace_alignment", "preconditioner", "gd_step")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt")
 
@@ -38,6 +39,9 @@ class TrainSection:
         "full", help="full: every weight; lora: PEFT LoRA (QLoRA with model.quantization: 4bit); "
         "read_in: only the embedding renderer's read-in/read-out")
     lora: LoraSettings = option(default_factory=LoraSettings, help="finetune: lora settings")
+    optimizer: Literal["adamw", "sgd"] = option(
+        "adamw", help="adamw; sgd: plain gradient descent (no momentum) with step lr, as the "
+        "theory papers train (a fixed step: scheduler constant)")
     lr: float = option(1e-4, help="peak learning rate")
     adam_epsilon: float = option(1e-8, help="AdamW ε (GPICL: a small ε shortens the plateau)")
     adam_betas: list[float] = option(default_factory=lambda: [0.9, 0.999], help="AdamW betas")
@@ -58,6 +62,11 @@ class TrainSection:
     eval_batch_size: int = option(8, help="episodes per evaluation forward")
     checkpoint_every: int = option(100, help="steps between checkpoints; 0: none")
     keep_checkpoints: int = option(2, help="newest complete checkpoints kept")
+    diagnostics: list[str] = option(
+        default_factory=list, help="linear-attention weights read at every evaluation (first "
+        "training task): subspace_alignment (Gaussian mixtures), preconditioner (looped, "
+        "regression: vs Σ⁻¹ and L-step preconditioned GD), gd_step (one layer, regression: vs "
+        "one GD step)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_examples",
@@ -72,6 +81,10 @@ class TrainSection:
             raise ValueError(f"lr and adam_epsilon: must be > 0, got {self.lr}, {self.adam_epsilon}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas: expected two numbers in [0, 1), got {self.adam_betas}")
+        unknown = [name for name in self.diagnostics if name not in DIAGNOSTICS]
+        if unknown:
+            raise ValueError(f"diagnostics: {unknown[0]!r} is unknown; allowed: "
+                             f"{', '.join(DIAGNOSTICS)}")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ValueError("checkpoint_every, warmup_steps: must be ≥ 0")
 

@@ -99,6 +99,10 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
     finally:
         if trained_loops is not None:
             lm_config.loops = trained_loops
+    if section.diagnostics:
+        from hf_icl.training.diagnostics import diagnostic_rows
+
+        rows += diagnostic_rows(accelerator.unwrap_model(model), tasks, section, step)
     model.train()
     return rows
 

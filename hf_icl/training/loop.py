@@ -149,8 +149,11 @@ def make_optimizer(model, section: TrainSection):
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=section.lr, betas=tuple(section.adam_betas),
-                                  eps=section.adam_epsilon, weight_decay=section.weight_decay)
+    if section.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=section.lr, weight_decay=section.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=section.lr, betas=tuple(section.adam_betas),
+                                      eps=section.adam_epsilon, weight_decay=section.weight_decay)
     scheduler = get_scheduler(section.scheduler, optimizer, num_warmup_steps=section.warmup_steps,
                               num_training_steps=section.steps)
     return optimizer, scheduler
@@ -161,7 +164,11 @@ def log_rows(accelerator, folder: RunFolder, rows: list[dict]) -> None:
         return
     folder.append_jsonl("metrics.jsonl", rows)
     for row in rows:
-        prefix = f"eval/{row['task']}/{row['split']}/" if row["kind"] == "eval" else "train/"
+        prefix = "train/"
+        if row["kind"] == "eval":
+            prefix = f"eval/{row['task']}/{row['split']}/"
+        elif row["kind"] == "diagnostics":
+            prefix = f"diagnostics/{row['task']}/{row['name']}/"
         scalars = {prefix + k: v for k, v in row.items()
                    if isinstance(v, (int, float)) and k != "step"}
         accelerator.log(scalars, step=row["step"])

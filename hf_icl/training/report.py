@@ -15,6 +15,7 @@ from hf_icl.models import save_learner
 from hf_icl.plots import library_versions, png_bytes
 from hf_icl.results import RunFolder, atomic_write
 from hf_icl.runtime import JobOptions
+from hf_icl.training import diagnostics
 from hf_icl.training.config import TrainConfig
 from hf_icl.training.evaluation import baseline_curves
 from hf_icl.training.setup import learner_info
@@ -29,9 +30,12 @@ def tracker_config(config: TrainConfig) -> dict:
 
 
 def model_name(config: TrainConfig) -> str:
-    if config.small_model is not None:
-        return f"small {config.small_model.architecture} ({config.small_model.layers} layers, " \
-               f"hidden {config.small_model.hidden})"
+    small = config.small_model
+    if small is not None and small.layout == "paired":
+        loops = f", {small.loops} loops" if small.architecture.startswith("looped") else ""
+        return f"{small.architecture} ({small.parameterization}{loops})"
+    if small is not None:
+        return f"small {small.architecture} ({small.layers} layers, hidden {small.hidden})"
     return config.model.label
 
 
@@ -50,7 +54,8 @@ def collect(config: TrainConfig, folder: RunFolder, baselines: list[dict]) -> di
     return {"job": "train", "config": to_dict(config), "versions": library_versions(),
             "model": model_name(config), "steps": config.train.steps,
             "final_loss": losses[-1]["loss"] if losses else None,
-            "summary": summary, "baselines": baselines}
+            "summary": summary, "baselines": baselines,
+            "diagnostics": diagnostics.summary(rows)}
 
 
 def plot(results: dict, rows: list[dict]) -> bytes:
@@ -158,7 +163,7 @@ def finish(config: TrainConfig, folder: RunFolder, options: JobOptions, accelera
     folder.write_text("report.md", "\n".join([
         f"# {config.title or 'hf-icl train'}", "", f"Model: {results['model']}; "
         f"final training loss {results['final_loss']:.4f}.", "", *results_table(results), "",
-        "![curves](curves.png)", ""]))
+        "![curves](curves.png)", "", *diagnostics.report_lines(results["diagnostics"])]))
     if options.push_to_hub:
         print(f"pushed to {push_model(target, options.push_to_hub, options.private)}")
     return results

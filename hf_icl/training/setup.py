@@ -15,13 +15,13 @@ from hf_icl.training.config import TrainConfig
 from hf_icl.training.tasks import PreparedTasks, TrainTask, prepare_tasks
 
 
-def load_lm(config: TrainConfig) -> nn.Module:
-    """The pretrained spec's model, or a freshly initialised small model (the tokenizer comes
-    with the prepared tasks)."""
+def load_lm(config: TrainConfig, dim: int = 1) -> nn.Module:
+    """The pretrained spec's model, or a freshly initialised small model for ``dim``-sized
+    inputs (the tokenizer comes with the prepared tasks)."""
     if config.small_model is not None:
         from hf_icl.models import build_small_model
 
-        return build_small_model(config.small_model, config.train.seed)
+        return build_small_model(config.small_model, config.train.seed, dim)
     from hf_icl.models import load_model
 
     return load_model(config.model)[0]
@@ -54,13 +54,13 @@ def build_learner(config: TrainConfig, prepared: PreparedTasks | None = None
     ``prepared``: the tasks the train job's prepare built (else they are built here)."""
     prepared = prepared or prepare_tasks(config)
     tasks, kind = prepared.tasks, prepared.kind
-    lm = load_lm(config)
+    example = tasks[0].sampler.episode(0, 1, 0, "train")
+    lm = load_lm(config, getattr(example.demo_x, "shape", (0, 1))[1])
     text_config = lm.config.get_text_config()
     torch.manual_seed(config.train.seed)
     lm = _adapt(lm, config)
     read_in = read_out = None
-    if kind == "embedding":
-        example = tasks[0].sampler.episode(0, 1, 0, "train")
+    if kind == "embedding" and not getattr(lm, "paired_layout", False):
         dtype = next(p for p in lm.parameters() if p.is_floating_point()).dtype
         read_in = ReadIn(example.demo_x.shape[1], text_config.hidden_size,
                          example.is_regression).to(dtype)

@@ -144,8 +144,14 @@ def build_tasks(config: TrainConfig, entries: list[TaskEntry]) -> PreparedTasks:
         else:
             dim = getattr(example.demo_x, "shape", (0, 0))[1]
             shapes.add((dim, example.is_regression))
+            layout = "interleaved" if config.small_model is None else config.small_model.layout
             renderer = EmbeddingRenderer(dim, _label_tokens(tokenizer, entry.options, example,
-                                                            vocab))
+                                                            vocab), layout)
+            if layout == "paired" and not example.is_regression and example.num_classes != 2:
+                raise HfIclError(f"task {entry.definition.name!r}: small_model.architecture "
+                                 f"{config.small_model.architecture!r} reads the paired layout, "
+                                 f"where a class is y = ±1: two classes only, not "
+                                 f"{example.num_classes}")
             render = partial(embedding_batch, renderer)
         tasks.append(TrainTask(entry.definition.name, entry.sampler, render, metric,
                                entry.eval_only))
