@@ -125,3 +125,12 @@ def per_query_random(ctx: SelectionContext) -> Selection:
         rng = rng_for(ctx.seed, "per_query", ctx.task, ctx.query_id(q))
         ranked.append(rng.choice(allowed, ctx.shots, replace=False))
     return Selection(np.asarray(ranked, dtype=np.int64).reshape(-1, ctx.shots), shared=False)
+
+
+@SELECTIONS.register("lm_eval_default")
+def lm_eval_default(ctx: SelectionContext) -> Selection:
+    """lm-eval's default sampler, replayed exactly: it applies to lm-eval task entries, whose
+    prompts lm-eval itself writes (hf_icl.lm_eval_tasks), and to nothing else."""
+    raise HfIclError(f"{ctx.where}.selection: lm_eval_default replays lm-eval's own sampler and "
+                     "applies only to lm-eval task entries ({lm_eval: ...}); use random or "
+                     "per_query_random here")

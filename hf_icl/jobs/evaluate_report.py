@@ -21,11 +21,21 @@ def metric_names(config, is_regression: bool, is_text: bool = False) -> list[str
     return M.REGRESSION_METRICS if is_regression else M.CLASSIFICATION_METRICS
 
 
+# lm-eval multiple-choice rows carry lm-eval's two predictions: acc (summed log-likelihood)
+# is hf-icl's accuracy; acc_norm is the accuracy of the length-normalised prediction.
+LM_EVAL_METRICS = {"accuracy": ("accuracy", "pred"), "acc_norm": ("accuracy", "pred_norm")}
+
+
+def _metric_field(name: str, rows: list[dict]) -> tuple[str, str]:
+    return LM_EVAL_METRICS[name] if "pred_norm" in rows[0] else (name, "pred")
+
+
 def _seed_values(name: str, rows: list[dict]) -> list[float]:
+    metric, field = _metric_field(name, rows)
     by_seed: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         by_seed[(r["seed"], r["order"])].append(r)
-    return [M.compute(name, [r["pred"] for r in rs], [r["gold"] for r in rs],
+    return [M.compute(metric, [r[field] for r in rs], [r["gold"] for r in rs],
                       **_kwargs(name, rs)) for _, rs in sorted(by_seed.items())]
 
 
@@ -47,9 +57,12 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
     out = []
     for (model, task, shots), rs in groups.items():
         regression = isinstance(rs[0]["gold"], float)
-        for name in metric_names(config, regression, isinstance(rs[0]["gold"], str)):
+        names = list(LM_EVAL_METRICS) if "pred_norm" in rs[0] else \
+            metric_names(config, regression, isinstance(rs[0]["gold"], str))
+        for name in names:
             per_seed = _seed_values(name, rs)
-            low, high = M.bootstrap_ci(name, [r["pred"] for r in rs], [r["gold"] for r in rs],
+            metric, field = _metric_field(name, rs)
+            low, high = M.bootstrap_ci(metric, [r[field] for r in rs], [r["gold"] for r in rs],
                                        groups=_seed_groups(rs),
                                        resamples=config.bootstrap, seed=config.seed,
                                        **_kwargs(name, rs))
@@ -149,8 +162,34 @@ def reports(config, tasks, rows: list[dict]) -> Reports:
     summary = aggregate(config, rows)
     title = config.title or f"hf-icl {config.job}"
     results = {"job": config.job, "config": to_dict(config), "versions": library_versions(),
-               "tasks": {t.name: {"family": t.definition.family, "source": t.definition.source}
-                         for t in tasks},
+               "tasks": {t.name: {"family": t.definition.family, "source": t.definition.source,
+                                  **lm_eval_facts(t)} for t in tasks},
                "summary": summary}
-    return Reports(results, markdown_report(config, summary, title),
+    notes = lm_eval_notes(config, tasks)
+    return Reports(results, markdown_report(config, summary, title) + notes,
                    {"curve.png": plot_curves(summary)})
+
+
+def lm_eval_facts(task) -> dict[str, Any]:
+    source = task.lm_eval
+    if source is None:
+        return {}
+    return {"lm_eval_group": source.task.group, "documents": len(source.docs),
+            "demos": source.demos_note}
+
+
+def lm_eval_notes(config, tasks) -> str:
+    """How each lm-eval task ran: its documents, whose demonstrations, what was skipped."""
+    lines = []
+    for task in tasks:
+        facts = lm_eval_facts(task)
+        if not facts:
+            continue
+        group = f" (group {facts['lm_eval_group']})" if facts["lm_eval_group"] else ""
+        lines.append(f"- `{task.name}`: lm-eval task{group}, its first {facts['documents']} "
+                     f"documents (query_id = lm-eval's doc_id); demonstrations: "
+                     f"{facts['demos']}; accuracy is lm-eval's acc, acc_norm its "
+                     "length-normalised acc"
+                     + ("; baselines not run (choices vary per document)" if config.baselines
+                        else ""))
+    return "\n".join(["", "## lm-eval tasks", "", *lines, ""]) if lines else ""

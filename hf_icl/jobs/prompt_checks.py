@@ -66,6 +66,11 @@ def check_prompts(config: EvaluateConfig, tasks: list[TaskRun], episodes: list[E
             if task.models is not None and m not in task.models:
                 continue
             where = Entry(source, f"tasks.{i}")
+            if task.lm_eval is not None:
+                from hf_icl.jobs.lm_eval_runs import check_lm_eval_prompts
+
+                check_lm_eval_prompts(tokenizer, limit, task.lm_eval, config.shots, where)
+                continue
             renderer = TextRenderer(tokenizer, task.render)
             with located(where):
                 if config.protocol == "sequential":

@@ -20,10 +20,11 @@ def rounded(scores) -> list[float] | None:
     return None if scores is None else [round(float(v), 6) for v in scores]
 
 
-def unit_row(unit: Unit, label: str, task: str, episode: Episode) -> dict[str, Any]:
-    """The fields every row of a unit starts with (regression adds the error scale)."""
+def unit_row(unit: Unit, label: str, task: str, episode: Episode | None) -> dict[str, Any]:
+    """The fields every row of a unit starts with (regression adds the error scale); an
+    lm-eval task has no Episode."""
     row = {"unit": unit.key, "model": label, "task": task, "seed": unit.seed, "order": unit.order}
-    if episode.is_regression:
+    if episode is not None and episode.is_regression:
         row["scale"] = float(episode.meta.get("error_scale", 1.0))
     return row
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
@@ -58,13 +58,19 @@ class UnitPlan:
     num_seeds: int
     demo_orders: int
     rows_per_unit: int
+    # Per task index: (seeds, demo orders, rows per unit) where a task differs from the job's
+    # (an lm-eval task with a deterministic demo selection runs once, over its own documents).
+    task_shapes: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+
+    def shape(self, task: int) -> tuple[int, int, int]:
+        return self.task_shapes.get(task, (self.num_seeds, self.demo_orders, self.rows_per_unit))
 
     @property
     def units(self) -> list[Unit]:
         """Every unit in report order: learner, task, seed, order."""
         return [Unit(i, t, s, o, unit_key(learner.label, self.task_names[t], s, o))
                 for i, learner in enumerate(self.learners) for t in learner.tasks
-                for s in range(self.num_seeds) for o in range(self.demo_orders)]
+                for s in range(self.shape(t)[0]) for o in range(self.shape(t)[1])]
 
 
 def model_learner(spec: ModelSpec, tasks: list[int],
@@ -91,7 +97,7 @@ def run_units(plan: UnitPlan, folder: RunFolder, shard: Shard | None = None,
     samples in unit order (other processes None)."""
     shard = shard or Shard()
     units = plan.units
-    expected = {u.key: plan.rows_per_unit for u in units}
+    expected = {u.key: plan.shape(u.task)[2] for u in units}
     if shard.rank == 0:
         merge_parts(folder, shard)
         drop_partial(folder, done_units(folder, expected))
