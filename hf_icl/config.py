@@ -102,6 +102,10 @@ def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "")
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
+        moved = getattr(cls, "moved_keys", {}).get(key)
+        if moved:
+            raise ConfigError(f"{source}: {dotted!r} has moved to {moved!r}; write "
+                              f"{moved.replace('.', ': {')}: ...{'}' * moved.count('.')} instead")
         if key not in fields:
             raise ConfigError(
                 f"{source}: unknown key {dotted!r}{did_you_mean(key, fields)}; "

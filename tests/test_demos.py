@@ -114,10 +114,15 @@ def test_order_errors_and_unknown_names():
         plan_demos(context(DemoOptions(selection="bm26"), ["q"], 2), [2])
 
 
-def test_permutations_keep_each_prompts_demos():
+def test_permutations_reorder_shared_lists_and_keep_per_query_sets():
     ctx = context(DemoOptions(selection="first_n"), ["q"], 6)
-    base, permuted = plan_demos(ctx, [6]), plan_demos(ctx, [6], permutation=1)
+    base, permuted = plan_demos(ctx, [3, 6]), plan_demos(ctx, [3, 6], permutation=1)
     assert sorted(permuted.rows(0, 6)) == base.rows(0, 6) != permuted.rows(0, 6)
+    assert permuted.prefix_consistent()
+    retrieved = context(DemoOptions(selection="bm25"), ["the cat and the mouse"], 4)
+    base, permuted = plan_demos(retrieved, [2, 4]), plan_demos(retrieved, [2, 4], permutation=1)
+    for k in (2, 4):
+        assert sorted(permuted.rows(0, k)) == sorted(base.rows(0, k))
 
 
 def test_text_task_pool_and_same_split(text_task_dir):

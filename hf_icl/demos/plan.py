@@ -4,8 +4,10 @@ The k-shot set is the first k rows of the selection's ranked list; the order arr
 ``as_selected`` keeps the rank order (every prompt is a prefix of the largest one, so the
 scorer encodes the largest once), ``nearest_first`` sorts by similarity to the query,
 ``nearest_last`` puts the most similar next to the query (prompts no longer share a prefix),
-``random`` shuffles each prompt (seeded by seed, query and k). Permutation ``o > 0`` then
-shuffles each prompt again (Shen et al.: same demonstrations, other orders).
+``random`` shuffles each prompt (seeded by seed, query and k). Permutation ``o > 0`` (Shen et
+al.) reorders a list shared by all queries before the prompts are cut from it, exactly as
+`demo_orders` did (prompts still extend one another; compare fine-tunes in that order), and
+shuffles each prompt of a per-query list on its own, so the k nearest stay the k nearest.
 """
 
 from __future__ import annotations
@@ -97,8 +99,12 @@ def plan_demos(ctx: SelectionContext, shots: list[int], permutation: int = 0,
     options = ctx.options
     selection: Selection = SELECTIONS.get(options.selection, where=f"{ctx.where}.selection")(ctx)
     order = ORDERS.get(options.order, where=f"{ctx.where}.order")
+    ranked = selection.ranked
+    if permutation and selection.shared:  # the seed's list reordered, as demo_orders did
+        perm = rng_for(base_seed, "order", ctx.task, ctx.seed, permutation).permutation(ctx.shots)
+        ranked = ranked[:, perm]
     prompts = []
-    for i, rows in enumerate(selection.ranked):
+    for i, rows in enumerate(ranked):
         sims = None if selection.similarity is None else selection.similarity[i]
         query = "all" if selection.shared else ctx.query_id(i)
         lists = {}
@@ -109,7 +115,7 @@ def plan_demos(ctx: SelectionContext, shots: list[int], permutation: int = 0,
                 prompt = order(rows, sims, k, rng)
             except HfIclError as err:
                 raise HfIclError(f"{ctx.where}.order: {options.order!r} {err}") from None
-            if permutation:
+            if permutation and not selection.shared:
                 prompt = [int(r) for r in rng_for(base_seed, "demo_permutation", ctx.task,
                                                   ctx.seed, query, k, permutation).permutation(prompt)]
             lists[k] = prompt

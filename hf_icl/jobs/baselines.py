@@ -13,11 +13,12 @@ import numpy as np
 from hf_icl.baselines import Baseline, Predictions, make_baseline
 from hf_icl.baselines.base import is_numeric
 from hf_icl.baselines.planning import applies, position_episode, split_spec
+from hf_icl.demos import DemoPlan
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.jobs.samples import log_probs, position_row, query_row, unit_row
-from hf_icl.jobs.task_runs import TaskRun, draw_episode
+from hf_icl.jobs.task_runs import TaskRun, unit_demos
 from hf_icl.jobs.units import Learner, Unit
 from hf_icl.tasks import located
 
@@ -87,6 +88,19 @@ def baseline_rows(config: EvaluateConfig, run: BaselineRun, episodes: list[Episo
     return rows
 
 
+def plan_baseline_rows(config: EvaluateConfig, run: BaselineRun, plan: DemoPlan,
+                       base: dict) -> list[dict]:
+    """A unit whose queries have their own demonstrations: each (query, k) is a one-query
+    episode holding exactly that prompt's demonstrations, so the learner sees what the model saw."""
+    rows = []
+    for k in config.shots:
+        queries = range(plan.episode.num_queries)
+        preds = run.baseline.predict([plan.episode_for(plan.rows(q, k), [q]) for q in queries], k)
+        rows += [{**query_row(base, plan.episode, k, q), "demo_ids": plan.demo_ids(q, k),
+                  "pred": _pred(p, 0), "scores": _scores(p, 0)} for q, p in zip(queries, preds)]
+    return rows
+
+
 def tune_baseline(config: EvaluateConfig, run: BaselineRun, sampler) -> None:
     """Hyperparameters come from meta-train episodes, never from the test queries."""
     if type(run.baseline).tune is Baseline.tune:
@@ -106,9 +120,15 @@ def baseline_learner(config: EvaluateConfig, tasks: list[TaskRun], run: Baseline
     def run_units(units: list[Unit]) -> list[list[dict]]:
         with single_thread():
             tune_baseline(config, run, task.sampler)
-            episodes = [draw_episode(config, task, u.seed, u.order) for u in units]
-            bases = [unit_row(u, run.label, task.name, ep) for u, ep in zip(units, episodes)]
-            return baseline_rows(config, run, episodes, bases)
+            drawn = [unit_demos(config, task, u.seed, u.order) for u in units]
+            bases = [unit_row(u, run.label, task.name, ep) for u, (ep, _) in zip(units, drawn)]
+            shared = [i for i, (_, plan) in enumerate(drawn) if plan is None]
+            rows = dict(zip(shared, baseline_rows(config, run, [drawn[i][0] for i in shared],
+                                                  [bases[i] for i in shared])))
+            for i, (_, plan) in enumerate(drawn):
+                if plan is not None:
+                    rows[i] = plan_baseline_rows(config, run, plan, bases[i])
+            return [rows[i] for i in range(len(units))]
 
     return Learner(run.label, [run.task], run_units, sharded=False)
 

@@ -27,7 +27,7 @@ from hf_icl.jobs.compare_report import reports
 from hf_icl.jobs.evaluate import EvaluatePlan
 from hf_icl.jobs.evaluate import prepare as prepare_evaluation
 from hf_icl.jobs.samples import unit_row
-from hf_icl.jobs.task_runs import TaskRun, draw_episode
+from hf_icl.jobs.task_runs import TaskRun, unit_demos
 from hf_icl.jobs.units import Unit, UnitPlan, model_learner, run_units
 from hf_icl.models import ModelSpec
 from hf_icl.render import RenderedEpisode, TextRenderer
@@ -95,7 +95,7 @@ def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
     """Every row of one unit: ZS, then per shot count ICL and each FT arm."""
     config = run.config
     renderer = TextRenderer(run.tokenizer, task.render)
-    episode = draw_episode(config, task, unit.seed, unit.order)
+    episode, _ = unit_demos(config, task, unit.seed, unit.order)  # shared lists (checked)
     rendered = renderer.render_episode(episode)
     base = unit_row(unit, run.label, task.name, episode)
     seed = int(rng_for(config.seed, "baselines", task.name, unit.seed, unit.order).integers(2**31))
@@ -140,9 +140,16 @@ def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "conf
         if task.models is not None:
             raise HfIclError(f"{source}: tasks.{i}.models: compare runs every model on every "
                              "task; drop the task's 'models:' list")
-        if draw_episode(config, task, 0, 0).is_regression:
+        episode, plan = unit_demos(config, task, 0, 0)
+        if episode.is_regression:
             raise HfIclError(f"{source}: tasks.{i}: task {task.name!r} is a regression task; "
                              "compare needs classification tasks (accuracy, Rec2FTP)")
+        if plan is not None:
+            raise HfIclError(f"{source}: tasks.{i}.demos: compare fine-tunes on one demo list "
+                             f"per unit, but selection {task.demos.selection!r} with order "
+                             f"{task.demos.order!r} gives queries or shot counts their own "
+                             "lists; use evaluate, or a shared selection (random, first_n, "
+                             "balanced, fixed) with order as_selected")
 
 
 def prepare(config: CompareConfig, source: str = "config",

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from hf_icl.demo_scoring import score_plan
+from hf_icl.demos import DemoPlan
 from hf_icl.episode import Episode
 from hf_icl.jobs.baselines import BaselineRun, baseline_learner, plan_baselines
 from hf_icl.jobs.checks import check_evaluation
@@ -19,7 +21,7 @@ from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.jobs.evaluate_report import reports
 from hf_icl.jobs.prompt_checks import check_prompts
 from hf_icl.jobs.samples import position_row, query_row, rounded, unit_row
-from hf_icl.jobs.task_runs import TaskRun, draw_episode, first_episodes
+from hf_icl.jobs.task_runs import TaskRun, first_episodes, unit_demos
 from hf_icl.jobs.units import Learner, Unit, UnitPlan, model_learner, run_units
 from hf_icl.models import ModelSpec
 from hf_icl.render import TextRenderer
@@ -71,6 +73,18 @@ def score_unit_queries(model, renderer: TextRenderer, config: EvaluateConfig, ta
             for k in config.shots for q in range(episode.num_queries)]
 
 
+def score_unit_plan(model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun,
+                    plan: DemoPlan, base: dict) -> list[dict]:
+    """Queries with their own demonstrations (retrieval, per-query draws, broken prefixes)."""
+    scores = score_plan(model, renderer, plan, config.shots, pack_tokens=config.pack_tokens,
+                        length_normalise=task.render.length_normalise,
+                        calibrate=task.render.calibrate, where=f"task {task.name!r}")
+    episode = plan.episode
+    return [{**query_row(base, episode, k, q), "demo_ids": plan.demo_ids(q, k),
+             **_prediction(renderer, episode, scores[k][q]), "scores": rounded(scores[k][q])}
+            for k in config.shots for q in range(episode.num_queries)]
+
+
 def score_unit_sequential(model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun,
                           episode: Episode, base: dict) -> list[dict]:
     sequence = renderer.render_sequence(episode)
@@ -84,8 +98,10 @@ def model_unit(config: EvaluateConfig, tasks: list[TaskRun], label: str, model, 
     """One model unit: the episode's queries (or positions) scored at every shot count."""
     task = tasks[unit.task]
     renderer = TextRenderer(tokenizer, task.render)
-    episode = draw_episode(config, task, unit.seed, unit.order)
+    episode, plan = unit_demos(config, task, unit.seed, unit.order)
     base = unit_row(unit, label, task.name, episode)
+    if plan is not None:
+        return score_unit_plan(model, renderer, config, task, plan, base)
     if task.scoring.method == "generate":
         from hf_icl.jobs.generation_rows import generate_unit_rows
 

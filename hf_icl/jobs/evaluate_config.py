@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from hf_icl.attention.settings import MomentumConfig
 from hf_icl.config import option
+from hf_icl.demos.options import DemoOptions
 from hf_icl.generation_config import ScoringOptions
 from hf_icl.models import ModelSpec
 
@@ -26,7 +27,10 @@ class EvaluateConfig:
                               help="numbers of demonstrations (positions for sequential)")
     num_seeds: int = option(3, help="demo lists (queries) or episodes (sequential) per task")
     num_queries: int = option(100, help="queries per demo list (queries protocol)")
-    demo_orders: int = option(1, help="orderings of each demo list (1: as sampled)")
+    demos: DemoOptions = option(
+        default_factory=DemoOptions, help="how each query's demonstrations are selected and "
+        "ordered (selection, order, permutations, encoder, ...); a task entry's 'demos:' "
+        "overrides keys for that task")
     baselines: list[Any] = option(default_factory=list,
                                   help="in-context baselines by name or {name: ..., <param>: ...}")
     metrics: list[str] = option(default_factory=list,
@@ -41,6 +45,13 @@ class EvaluateConfig:
     momentum: MomentumConfig | None = option(
         None, help="momentum attention for every model without its own, e.g. {eta: 0.1}")
     title: str = option("", help="report title")
+
+    moved_keys = {"demo_orders": "demos.permutations"}
+
+    @property
+    def demo_orders(self) -> int:
+        """Orderings of each demo list: the units' order axis."""
+        return self.demos.permutations
 
     def __post_init__(self) -> None:
         if not self.models and not self.baselines:
@@ -63,7 +74,7 @@ class EvaluateConfig:
 
             raise ValueError(f"metrics: unknown metric {bad[0]!r}{did_you_mean(bad[0], PREDICTION_METRICS)}; "
                              f"allowed: {', '.join(PREDICTION_METRICS)}")
-        for name in ("num_seeds", "num_queries", "demo_orders", "pack_tokens", "batch_size"):
+        for name in ("num_seeds", "num_queries", "pack_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")
 

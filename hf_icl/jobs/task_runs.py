@@ -6,6 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hf_icl.config import from_dict, to_dict
+from hf_icl.demos import (
+    DemoOptions,
+    DemoPlan,
+    SelectionContext,
+    check_options,
+    demo_pool,
+    plan_demos,
+)
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.generation_config import ScoringOptions
@@ -24,6 +32,8 @@ class TaskRun:
     render: RenderOptions
     models: frozenset[int] | None = None  # indices into config.models; None = all
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    demos: DemoOptions = field(default_factory=DemoOptions)
+    where: str = "tasks"  # the config entry, for errors found while running
 
     @property
     def name(self) -> str:
@@ -37,6 +47,7 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
         where = Entry(source, f"tasks.{i}")
         ref, models = split_task_models(ref, [m.label for m in config.models], where.key)
         ref, scoring = task_scoring(config, ref, where)
+        ref, demos = task_demos(config, ref, where)
         definition, sampler = load_task(ref, where)
         render = parse_section(definition, RenderOptions, "render", definition.render, where)
         if render.renderer != "text":
@@ -44,7 +55,9 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
                              "read-in; evaluate pretrained LLMs with renderer: text")
         if scoring.method == "generate" and config.protocol != "queries":
             raise HfIclError(f"{where}: scoring.method generate needs protocol: queries")
-        runs.append(TaskRun(definition, sampler, render, models, scoring))
+        check_demos(config, demos, scoring, where)
+        runs.append(TaskRun(definition, sampler, render, models, scoring, demos=demos,
+                            where=str(where)))
     names = [t.name for t in runs]
     if len(set(names)) != len(names):
         raise HfIclError(f"{source}: tasks: duplicate task name in {names}; give one an alias "
@@ -64,6 +77,32 @@ def task_scoring(config: EvaluateConfig, ref, where: Entry) -> tuple[object, Sco
     return ref, from_dict(ScoringOptions, merged, source=where.source, prefix=f"{where.key}.scoring")
 
 
+def task_demos(config: EvaluateConfig, ref, where: Entry) -> tuple[object, DemoOptions]:
+    """The config's ``demos:`` with the entry's own ``demos:`` keys over it."""
+    if not isinstance(ref, dict) or "demos" not in ref:
+        return ref, config.demos
+    ref = dict(ref)
+    own = ref.pop("demos")
+    if not isinstance(own, dict):
+        raise HfIclError(f"{where}.demos: expected a mapping, got {own!r}")
+    if own.get("permutations", config.demos.permutations) != config.demos.permutations:
+        raise HfIclError(f"{where}.demos.permutations: the number of orders is one axis of the "
+                         "whole run; set it in the top-level demos: section")
+    merged = {**to_dict(config.demos), **own}
+    return ref, from_dict(DemoOptions, merged, source=where.source, prefix=f"{where.key}.demos")
+
+
+def check_demos(config: EvaluateConfig, demos: DemoOptions, scoring: ScoringOptions,
+                where: Entry) -> None:
+    """Names known, and a selection only where a protocol and scoring method can use it."""
+    check_options(demos, f"{where}.demos")
+    if demos.default:
+        return
+    if config.protocol == "sequential":
+        raise HfIclError(f"{where}.demos: the sequential protocol predicts each example from the "
+                         "ones before it; demos.selection and demos.order need protocol: queries")
+
+
 def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -> Episode:
     """The same episode for every learner: it depends only on task, seed and order."""
     max_shots = max(config.shots)
@@ -75,6 +114,24 @@ def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -
         return episode
     perm = rng_for(config.seed, "order", task.name, seed, order).permutation(episode.num_demos)
     return episode.with_demos([int(i) for i in perm])
+
+
+def unit_demos(config: EvaluateConfig, task: TaskRun, seed: int,
+               order: int) -> tuple[Episode, DemoPlan | None]:
+    """A unit's episode and, when its queries see different demonstrations (per-query
+    selections, orders that break prefixes), its demo plan. A plan shared by every query whose
+    prompts extend one another is folded into the episode, so every scorer handles it."""
+    if task.demos.default or config.protocol == "sequential":
+        return draw_episode(config, task, seed, order), None
+    episode = draw_episode(config, task, seed, 0)
+    shots = max(config.shots)
+    ctx = SelectionContext(task.name, demo_pool(task.sampler, episode), episode, shots, seed,
+                           task.demos, where=f"{task.where}.demos")
+    plan = plan_demos(ctx, config.shots, permutation=order, base_seed=config.seed)
+    if plan.shared and plan.prefix_consistent():
+        rows = plan.rows(0, max(config.shots))
+        return plan.episode_for(rows, list(range(episode.num_queries))), None
+    return episode, plan
 
 
 def first_episodes(config: EvaluateConfig, tasks: list[TaskRun], source: str) -> list[Episode]:
@@ -89,5 +146,20 @@ def first_episodes(config: EvaluateConfig, tasks: list[TaskRun], source: str) ->
                              f"task {task.name!r} has {pool} examples to draw them from; "
                              "lower shots")
         with located(where):
-            episodes.append(draw_episode(config, task, 0, 0))
+            episode, plan = unit_demos(config, task, 0, 0)
+        if plan is not None and task.scoring.method == "generate":
+            raise HfIclError(f"{where}.demos: generation scores one demo list per unit; "
+                             f"selection {task.demos.selection!r} with order "
+                             f"{task.demos.order!r} gives queries their own lists")
+        episodes.append(episode if plan is None else longest_prompts(plan, max(config.shots)))
     return episodes
+
+
+def longest_prompts(plan: DemoPlan, shots: int) -> Episode:
+    """The episode whose demonstrations are the longest any query sees (by characters), for the
+    context-window check before the run; the scorer checks every prompt again."""
+    def size(q: int) -> int:
+        return sum(len(str(plan.pool.x[r])) for r in plan.rows(q, shots))
+
+    longest = max(range(plan.episode.num_queries), key=size)
+    return plan.episode_for(plan.rows(longest, shots), list(range(plan.episode.num_queries)))
