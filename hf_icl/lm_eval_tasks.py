@@ -102,11 +102,11 @@ def load_lm_eval_tasks(ref: str, include_path: str | None = None) -> list[LmEval
     require_lm_eval()
     if include_path and not Path(include_path).is_dir():
         raise HfIclError(f"include_path {include_path!r}: no such folder")
+    is_file = Path(ref).suffix in (".yaml", ".yml")
+    if is_file and not Path(ref).is_file():
+        raise HfIclError(f"lm-eval task file {ref!r}: no such file")
     with _quiet_lm_eval():
         manager = _manager(ref, include_path)
-        is_file = Path(ref).suffix in (".yaml", ".yml")
-        if is_file and not Path(ref).is_file():
-            raise HfIclError(f"lm-eval task file {ref!r}: no such file")
         key = _name_of_file(manager, ref) if is_file else ref
         if key not in manager.all_tasks:
             raise HfIclError(f"unknown lm-eval task {key!r}{did_you_mean(key, manager.all_tasks)}"
@@ -138,14 +138,15 @@ def _load_failure(manager, key: str, err: Exception) -> str:
     entry = manager._entry(key)
     config = getattr(entry, "cfg", None) or {}
     dataset = config.get("dataset_path") if isinstance(config, dict) else None
-    where = f"lm-eval task {key!r}" + (f": dataset {dataset!r}" if dataset else "")
+    where = f"lm-eval task {key!r}"
     offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     unreachable = isinstance(err, ConnectionError) or any(
         word in text.lower() for word in ("offline", "connect", "couldn't reach", "not found on"))
     if unreachable or (offline and type(err).__name__ in ("DatasetNotFoundError", "FileNotFoundError")):
-        return (f"{where} cannot be loaded: the Hugging Face Hub is unreachable (offline) and it "
-                f"is not cached locally ({type(err).__name__}: {text[:200]})")
+        return (f"{where}: dataset {dataset!r} cannot be loaded: the Hugging Face Hub is "
+                f"unreachable (offline) and it is not cached locally "
+                f"({type(err).__name__}: {text[:200]})")
     return f"{where} cannot be loaded: {type(err).__name__}: {text[:300]}"
 
 

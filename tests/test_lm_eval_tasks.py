@@ -1,0 +1,141 @@
+"""lm-eval task entries: loading through lm-eval, evaluate from a config, and bad input as one
+`hf-icl: error:` line with exit 2 and nothing written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_icl.cli import main
+from hf_icl.config import from_dict
+from hf_icl.errors import HfIclError
+from hf_icl.jobs.checks import check_evaluation
+from hf_icl.jobs.evaluate_config import EvaluateConfig
+from hf_icl.lm_eval_tasks import DemoSelection, check_shots, load_lm_eval_tasks, mc_documents
+
+
+def listing(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def fails_cleanly(capsys, root: Path, argv: list[str]) -> str:
+    before = listing(root)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("hf-icl: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert listing(root) == before
+    return lines[0]
+
+
+def config(tmp_path: Path, entry: dict, **extra) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"job": "evaluate", "models": ["tiny-random-llama"],
+                                    "tasks": [entry], "shots": [0, 2], "num_seeds": 2,
+                                    "num_queries": 4, **extra}))
+    return path
+
+
+def variant(folder: Path, name: str, **changes) -> Path:
+    """A copy of mc_words with some keys changed."""
+    text = (folder / "mc_words.yaml").read_text().replace("task: mc_words", f"task: {name}")
+    text += "".join(f"{key}: {json.dumps(value)}\n" for key, value in changes.items())
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_evaluate_group_from_config(tmp_path, lm_eval_task_dir):
+    """A group entry runs both subtasks; first_n runs one seed, the random sampler one per seed."""
+    out = tmp_path / "run"
+    cfg = config(tmp_path, {"lm_eval": str(lm_eval_task_dir / "mc_group.yaml")})
+    assert main(["evaluate", str(cfg), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    seeds = {t: sorted({r["seed"] for r in rows if r["task"] == t}) for t in ("mc_sum", "mc_words")}
+    assert seeds == {"mc_sum": [0], "mc_words": [0, 1]}
+    assert len(rows) == 4 * 2 * 3
+    row = rows[0]
+    assert row["query_id"] == 0 and len(row["loglikelihoods"]) == len(row["greedy"])
+    assert {"pred", "pred_norm", "gold"} <= set(row)
+    results = json.loads((out / "results.json").read_text())
+    assert {s["metric"] for s in results["summary"]} == {"accuracy", "acc_norm"}
+    assert results["tasks"]["mc_sum"]["demos"] == "first_n, from the task's fewshot_config"
+    assert "## lm-eval tasks" in (out / "report.md").read_text()
+
+
+def test_demos_override(tmp_path, lm_eval_task_dir):
+    """An entry's demos: replaces the task's fewshot_config, runs once and says so."""
+    entry = {"lm_eval": "mc_words", "include_path": str(lm_eval_task_dir),
+             "demos": {"selection": "fixed", "fixed": [3, 0]}}
+    cfg = from_dict(EvaluateConfig, yaml.safe_load(config(tmp_path, entry).read_text()))
+    [task] = check_evaluation(cfg)
+    assert task.lm_eval.selection == DemoSelection("fixed", 1234, (3, 0))
+    assert task.lm_eval.num_seeds(cfg.num_seeds) == 1
+    assert task.lm_eval.demos_note == \
+        "fixed, from demos.selection (overrides the task's fewshot_config)"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"lm_eval": "mc_summ"}, "unknown lm-eval task 'mc_summ' (did you mean 'mc_sum'?)"),
+    ({"lm_eval": "missing.yaml"}, "lm-eval task file 'missing.yaml': no such file"),
+    ({"lm_eval": "mc_sum", "limit": 3}, "unknown key 'limit' in an lm-eval task entry"),
+    ({"lm_eval": "mc_sum", "demos": {"selection": "bm25"}}, "lm-eval tasks support selection"),
+])
+def test_bad_entries(tmp_path, lm_eval_task_dir, capsys, entry, message):
+    entry = {**entry, "include_path": str(lm_eval_task_dir)}
+    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(config(tmp_path, entry))])
+    assert "tasks.0" in line and message in line
+
+
+def test_too_many_shots(tmp_path, lm_eval_task_dir, capsys):
+    entry = {"lm_eval": "mc_sum", "include_path": str(lm_eval_task_dir)}
+    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(config(tmp_path, entry)),
+                                            "--set", "shots=[0,30]"])
+    assert "30 shots requested but its few-shot pool holds 24 demonstrations" in line
+
+
+def test_task_errors(lm_eval_task_dir):
+    with pytest.raises(HfIclError, match="output_type 'loglikelihood' is not supported"):
+        mc_documents(load_lm_eval_tasks(str(variant(lm_eval_task_dir, "ll",
+                                                    output_type="loglikelihood")))[0])
+    # lm-eval itself checks the first document when it loads a task: break a later one
+    bad_gold = variant(lm_eval_task_dir, "bad_gold", doc_to_target="{{answer + (9 if a > 10 else 0)}}")
+    with pytest.raises(HfIclError, match=r"document \d+ has gold \d+ outside its \d choices"):
+        mc_documents(load_lm_eval_tasks(str(bad_gold))[0])
+    no_choices = variant(lm_eval_task_dir, "no_choices",
+                         doc_to_choice="{{[] if a > 10 else choices}}")
+    with pytest.raises(HfIclError, match=r"document \d+ has no choices"):
+        mc_documents(load_lm_eval_tasks(str(no_choices))[0])
+    task = load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))[0]
+    with pytest.raises(HfIclError, match=r"demos.indices \[99\] outside the few-shot pool"):
+        check_shots(task, DemoSelection("fixed", indices=(1, 99)), 2)
+
+
+def test_hub_dataset_offline_is_one_line(lm_eval_task_dir, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = variant(lm_eval_task_dir, "hub_task", dataset_path="someone/not-cached-here",
+                   dataset_kwargs={})
+    with pytest.raises(HfIclError) as err:
+        load_lm_eval_tasks(str(path))
+    text = str(err.value)
+    assert "'someone/not-cached-here'" in text and "Hub is unreachable" in text
+    assert "\n" not in text
+
+
+def test_without_lm_eval_says_how_to_install(monkeypatch, lm_eval_task_dir):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(HfIclError, match=r"pip install 'hf-icl\[lm-eval\]'"):
+        load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))
+
+
+def test_lm_eval_default_only_for_lm_eval_entries(tmp_path, text_task_dir, capsys):
+    cfg = config(tmp_path, {"name": str(text_task_dir / "mini.yaml")},
+                 demos={"selection": "lm_eval_default"})
+    cfg.write_text(cfg.read_text().replace("- name: ", "- "))
+    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(cfg)])
+    assert "lm_eval_default replays lm-eval's own sampler" in line
