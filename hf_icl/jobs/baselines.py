@@ -44,6 +44,8 @@ def plan_baselines(config: EvaluateConfig, example_episodes: list[Episode]) -> l
             make_baseline(name, **params)  # an unknown name or bad params fail here, located
         matched = False
         for t, episode in enumerate(example_episodes):
+            if episode is None:  # an lm-eval task: choices vary per document (report notes it)
+                continue
             baseline = make_baseline(name, **params)
             if applies(baseline, episode):
                 runs.append(BaselineRun(baseline, t))
@@ -51,7 +53,8 @@ def plan_baselines(config: EvaluateConfig, example_episodes: list[Episode]) -> l
         if not matched:
             kinds = sorted({"text" if not is_numeric(e.demo_x) else
                             ("regression" if e.is_regression else "classification")
-                            for e in example_episodes})
+                            for e in example_episodes if e is not None}
+                           | ({"lm-eval"} if None in example_episodes else set()))
             raise HfIclError(f"baselines.{i}: baseline {name!r} ({make_baseline(name, **params).task_kind}) "
                              f"applies to none of the tasks ({', '.join(kinds)})")
     labels = [(r.label, r.task) for r in runs]

@@ -97,6 +97,11 @@ def model_unit(config: EvaluateConfig, tasks: list[TaskRun], label: str, model, 
                unit: Unit) -> list[dict]:
     """One model unit: the episode's queries (or positions) scored at every shot count."""
     task = tasks[unit.task]
+    if task.lm_eval is not None:
+        from hf_icl.jobs.lm_eval_runs import lm_eval_unit_rows
+
+        return lm_eval_unit_rows(model, tokenizer, task.lm_eval, config.shots, unit.seed,
+                                 unit_row(unit, label, task.name, None), config.pack_tokens)
     renderer = TextRenderer(tokenizer, task.render)
     episode, plan = unit_demos(config, task, unit.seed, unit.order)
     base = unit_row(unit, label, task.name, episode)
@@ -123,8 +128,11 @@ def unit_plan(config: EvaluateConfig, plan: EvaluatePlan) -> UnitPlan:
         learners.append(model_learner(spec, on, setup))
     learners += [baseline_learner(config, tasks, run) for run in plan.baselines]
     per_shot = 1 if config.protocol == "sequential" else config.num_queries
+    shapes = {t: (task.lm_eval.num_seeds(config.num_seeds), 1,
+                  len(task.lm_eval.docs) * len(config.shots))
+              for t, task in enumerate(tasks) if task.lm_eval is not None}
     return UnitPlan(learners, [t.name for t in tasks], config.num_seeds, config.demo_orders,
-                    per_shot * len(config.shots))
+                    per_shot * len(config.shots), shapes)
 
 
 def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,

@@ -4,6 +4,7 @@ options, and the episodes every learner of a unit shares."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hf_icl.config import from_dict, to_dict
 from hf_icl.demos import (
@@ -18,6 +19,7 @@ from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.generation_config import ScoringOptions
 from hf_icl.jobs.evaluate_config import EvaluateConfig, split_task_models
+from hf_icl.jobs.lm_eval_runs import is_lm_eval_entry, prepare_lm_eval_entry
 from hf_icl.render import RenderOptions
 from hf_icl.samplers import TaskSampler, rng_for
 from hf_icl.tasks import Entry, TaskDef, load_task, located, parse_section
@@ -32,6 +34,7 @@ class TaskRun:
     render: RenderOptions
     models: frozenset[int] | None = None  # indices into config.models; None = all
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    lm_eval: Any = None  # jobs.lm_eval_runs.LmEvalSource for an lm-eval task entry
     demos: DemoOptions = field(default_factory=DemoOptions)
     where: str = "tasks"  # the config entry, for errors found while running
 
@@ -48,6 +51,13 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
         ref, models = split_task_models(ref, [m.label for m in config.models], where.key)
         ref, scoring = task_scoring(config, ref, where)
         ref, demos = task_demos(config, ref, where)
+        if is_lm_eval_entry(ref):
+            if scoring.method != "loglikelihood" or config.protocol != "queries":
+                raise HfIclError(f"{where}: lm-eval tasks are scored by loglikelihood with "
+                                 "protocol: queries")
+            runs += [TaskRun(definition, None, RenderOptions(), models, scoring, source)
+                     for definition, source in prepare_lm_eval_entry(config, ref, demos, where)]
+            continue
         definition, sampler = load_task(ref, where)
         render = parse_section(definition, RenderOptions, "render", definition.render, where)
         if render.renderer != "text":
@@ -134,12 +144,16 @@ def unit_demos(config: EvaluateConfig, task: TaskRun, seed: int,
     return episode, plan
 
 
-def first_episodes(config: EvaluateConfig, tasks: list[TaskRun], source: str) -> list[Episode]:
+def first_episodes(config: EvaluateConfig, tasks: list[TaskRun],
+                   source: str) -> list[Episode | None]:
     """Each task's first episode (seed 0, order 0), after checking shots against its pool."""
     needed = max(config.shots) + (1 if config.protocol == "sequential" else 0)
     episodes = []
     for i, task in enumerate(tasks):
         where = Entry(source, f"tasks.{i}")
+        if task.lm_eval is not None:  # no Episode: lm-eval writes its prompts
+            episodes.append(None)
+            continue
         pool = task.sampler.max_demos()
         if pool is not None and needed > pool:
             raise HfIclError(f"{where}: shots: {max(config.shots)} demonstrations requested but "
