@@ -9,6 +9,7 @@ import numpy as np
 
 from hf_icl import metrics as M
 from hf_icl.config import to_dict
+from hf_icl.metrics.intervals import Interval, cell_interval
 from hf_icl.plots import colours, library_versions, panel_grid, png_bytes, pyplot
 from hf_icl.results import Reports
 
@@ -40,7 +41,7 @@ def _seed_values(name: str, rows: list[dict]) -> list[float]:
 
 
 def _seed_groups(rows: list[dict]) -> list[int]:
-    """Each sample's demo list (seed × order) as an integer, for the stratified bootstrap."""
+    """Each sample's demo set (seed × order) as an integer."""
     ids: dict[tuple, int] = {}
     return [ids.setdefault((r["seed"], r["order"]), len(ids)) for r in rows]
 
@@ -49,8 +50,16 @@ def _kwargs(name: str, rows: list[dict]) -> dict[str, Any]:
     return {"scale": rows[0].get("scale", 1.0)} if name == "nse" else {}
 
 
+def _interval_fields(interval: Interval) -> dict[str, Any]:
+    share = interval.demo_share
+    return {"ci_low": interval.low, "ci_high": interval.high, "interval": interval.covers,
+            "between_var": interval.between_var, "within_var": interval.within_var,
+            "demo_set_share": None if share is None else float(share)}
+
+
 def aggregate(config, rows: list[dict]) -> list[dict]:
-    """Per model × task × shots × metric: mean and std across demo seeds, bootstrap CI."""
+    """Per model × task × shots × metric: mean and std across demo sets, and an interval that
+    covers both demo-set and query sampling (hf_icl.metrics.intervals)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["task"], r["shots"])].append(r)
@@ -62,13 +71,12 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
         for name in names:
             per_seed = _seed_values(name, rs)
             metric, field = _metric_field(name, rs)
-            low, high = M.bootstrap_ci(metric, [r[field] for r in rs], [r["gold"] for r in rs],
-                                       groups=_seed_groups(rs),
-                                       resamples=config.bootstrap, seed=config.seed,
-                                       **_kwargs(name, rs))
+            interval = cell_interval(metric, [r[field] for r in rs], [r["gold"] for r in rs],
+                                     _seed_groups(rs), resamples=config.bootstrap,
+                                     seed=config.seed, **_kwargs(name, rs))
             out.append({"model": model, "task": task, "shots": shots, "metric": name,
                         "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
-                        "ci_low": low, "ci_high": high, "n": len(rs),
+                        **_interval_fields(interval), "n": len(rs),
                         "num_seeds": len(per_seed)})
         if "parsed" in rs[0]:
             out.append(unparsed_summary(config, model, task, shots, rs))
@@ -83,11 +91,11 @@ def unparsed_summary(config, model: str, task: str, shots: int, rows: list[dict]
     for r, flag in zip(rows, flags):
         by_seed[(r["seed"], r["order"])].append(flag)
     per_seed = [float(np.mean(v)) for _, v in sorted(by_seed.items())]
-    low, high = M.bootstrap_ci("accuracy", flags, [True] * len(flags), groups=_seed_groups(rows),
-                               resamples=config.bootstrap, seed=config.seed)
+    interval = cell_interval("accuracy", flags, [True] * len(flags), _seed_groups(rows),
+                             resamples=config.bootstrap, seed=config.seed)
     return {"model": model, "task": task, "shots": shots, "metric": "unparsed",
-            "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "ci_low": low,
-            "ci_high": high, "n": len(rows), "num_seeds": len(per_seed),
+            "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
+            **_interval_fields(interval), "n": len(rows), "num_seeds": len(per_seed),
             "count": int(sum(flags))}
 
 
@@ -95,8 +103,10 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
     lines = [f"# {title}", "",
              f"Protocol `{config.protocol}`; {config.num_seeds} seed(s)"
              + (f", {config.num_queries} queries per seed" if config.protocol == "queries" else "")
-             + ". Cells: mean ± std across seeds [95% bootstrap CI of that mean, queries "
-             "resampled within each demo list].", ""]
+             + ". Cells: mean ± std across demo sets (seeds × orders) [95% interval of that "
+             "mean over both demo sets and queries: one-way random effects, t quantile on "
+             "S − 1 degrees of freedom; ‡: one demo set, the interval covers query sampling "
+             "only].", ""]
     by_task: dict[tuple, list[dict]] = defaultdict(list)
     for s in summary:
         by_task[(s["task"], s["metric"])].append(s)
@@ -111,12 +121,43 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
             cells = []
             for k in shots:
                 s = cell.get((model, k))
+                mark = "‡" if s is not None and s.get("num_seeds") == 1 else ""
                 cells.append("" if s is None else
-                             f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]")
+                             f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci_low']:.2f}, "
+                             f"{s['ci_high']:.2f}]{mark}")
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += variance_table(summary)
     lines += ["![learning curves](curve.png)", ""]
     return "\n".join(lines)
+
+
+def variance_table(summary: list[dict]) -> list[str]:
+    """Per task (first metric), the share of a demo set's score variance that comes from which
+    demonstrations it holds rather than which queries it is scored on."""
+    first: dict[str, str] = {}
+    for s in summary:
+        first.setdefault(s["task"], s["metric"])
+    cells = [s for s in summary if s.get("demo_set_share") is not None
+             and first[s["task"]] == s["metric"]]
+    if not cells:
+        return []
+    lines = ["## Variance from the demo set", "",
+             "Share of the variance of one demo set's score due to the choice of demonstrations "
+             "(σ̂²_between / (σ̂²_between + σ̂²_queries)); the rest is query sampling.", ""]
+    for task in dict.fromkeys(s["task"] for s in cells):
+        items = [s for s in cells if s["task"] == task]
+        shots = sorted({s["shots"] for s in items})
+        cell = {(s["model"], s["shots"]): s for s in items}
+        lines += [f"**{task} — {first[task]}**", "",
+                  "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+                  "|---|" + "---|" * len(shots)]
+        for model in dict.fromkeys(s["model"] for s in items):
+            lines.append(f"| {model} | " + " | ".join(
+                f"{cell[(model, k)]['demo_set_share']:.0%}" if (model, k) in cell else ""
+                for k in shots) + " |")
+        lines.append("")
+    return lines
 
 
 def plot_curves(summary: list[dict], columns: int = 3) -> bytes:

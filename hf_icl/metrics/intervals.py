@@ -22,6 +22,8 @@ import numpy as np
 from hf_icl.metrics import _resampled_stat
 
 BOTH = "demo sets + queries"
+RANGES = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "exact_match": (0.0, 1.0),
+          "nse": (0.0, np.inf)}  # the true mean lies inside, so clipping keeps coverage
 QUERIES_ONLY = "queries only (one demo set)"
 
 
@@ -74,6 +76,10 @@ def cell_interval(name: str, predictions, references, groups, *, resamples: int 
         within.append(float(np.var(stats, ddof=1)))
         boots += stats
     if len(keys) >= 2:
-        return random_effects_interval(per_set, within, level)
-    low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(per_set[0], float(low), float(high), 1, 0.0, within[0], QUERIES_ONLY)
+        interval = random_effects_interval(per_set, within, level)
+    else:
+        low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+        interval = Interval(per_set[0], float(low), float(high), 1, 0.0, within[0], QUERIES_ONLY)
+    floor, ceiling = RANGES.get(name, (-np.inf, np.inf))
+    interval.low, interval.high = max(interval.low, floor), min(interval.high, ceiling)
+    return interval
