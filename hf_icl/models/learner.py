@@ -135,7 +135,9 @@ class ICLModel(nn.Module):
         """
         base = _base(self.lm)
         if getattr(base, "paired_layout", False):
-            predicted = base(paired_tokens(x, labels))[:, rows, cols]
+            wanted = cols.unique()  # sorted: only these queries are computed
+            predicted = base(paired_tokens(x, labels), wanted)[:, rows,
+                                                                torch.searchsorted(wanted, cols)]
             if labels.is_floating_point():
                 return predicted
             return torch.stack([torch.zeros_like(predicted), predicted], -1)  # logistic loss

@@ -89,12 +89,15 @@ class LinearAttentionModel(PreTrainedModel):
         d = self.config.dim
         return (p[d, d] * q[:d, :d]).T
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(loops read, B, m): predictions at ``positions`` (m sorted indices; None: all n)."""
+        n = tokens.shape[1]
+        positions = torch.arange(n, device=tokens.device) if positions is None else positions
         loops = self.config.loops
         read = self.config.loss_loops if self.training else 1
         if loops == 1:
-            return self._one_layer(tokens)[None]
-        return self._looped(tokens, loops, min(read, loops))
+            return self._one_layer(tokens)[None, :, positions]
+        return self._looped(tokens, positions, loops, min(read, loops))
 
     def _one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n): one layer; the context columns are shared by all queries."""
@@ -109,17 +112,20 @@ class LinearAttentionModel(PreTrainedModel):
         summed = (values[:, :, None] * scores).transpose(1, 2).masked_fill(~before, 0.0).sum(-1)
         return summed / counts
 
-    def _looped(self, tokens: torch.Tensor, loops: int, read: int) -> torch.Tensor:
-        """(read, B, n): query i's sequence (its i context columns, then q_i) updated ``loops``
+    def _looped(self, tokens: torch.Tensor, positions: torch.Tensor, loops: int,
+                read: int) -> torch.Tensor:
+        """(read, B, m): query i's sequence (its i context columns, then q_i) updated ``loops``
         times; every column changes, so each query carries its own copy of the context."""
         p, q = self.matrices()
         batch, n, width = tokens.shape
         d = self.config.dim
-        queries = torch.cat([tokens[..., :d], torch.zeros_like(tokens[..., d:])], -1)
-        z = torch.cat([tokens[:, None].expand(batch, n, n, width), queries[:, :, None]], 2)
-        context = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)  # [i, j]
-        context = torch.cat([context, context.new_zeros(n, 1)], 1).to(tokens.dtype)
-        counts = torch.arange(n, device=tokens.device).clamp(min=1).to(tokens.dtype)
+        queries = torch.cat([tokens[:, positions, :d],
+                             tokens.new_zeros(batch, len(positions), 1)], -1)
+        z = torch.cat([tokens[:, None].expand(batch, len(positions), n, width),
+                       queries[:, :, None]], 2)
+        context = torch.arange(n, device=tokens.device)[None] < positions[:, None]  # [i, j]
+        context = torch.cat([context, context.new_zeros(len(positions), 1)], 1).to(tokens.dtype)
+        counts = positions.clamp(min=1).to(tokens.dtype)
         scale = (context / counts[:, None])[None, :, :, None]  # (1, i, j, 1)
         outputs = []
         for loop in range(loops):
@@ -129,7 +135,6 @@ class LinearAttentionModel(PreTrainedModel):
             if loop >= loops - read:
                 outputs.append(-z[:, :, n, d])
         return torch.stack(outputs)
-
 
 AutoConfig.register(LinearAttentionConfig.model_type, LinearAttentionConfig)
 AutoModel.register(LinearAttentionConfig, LinearAttentionModel)

@@ -185,5 +185,5 @@ def report_lines(items: list[dict]) -> list[str]:
                       "same number of steps as loops:", "",
                       "| loops | cosine | relative difference |", "|---|---|---|"]
             lines += [f"| {l} | {v['cosine']:.4f} | {v['relative_difference']:.4f} |"
-                      for l, v in item["loops"].items()]
+                      for l, v in sorted(item["loops"].items(), key=lambda kv: int(kv[0]))]
     return lines + [""]
