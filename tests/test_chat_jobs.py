@@ -31,3 +31,22 @@ def test_compare_refuses_generation_scoring(tmp_path, text_task_dir, capsys):
     assert main(["compare", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "method generate is for evaluate" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_train_on_chat_formatted_episodes(tmp_path):
+    from accelerate.state import AcceleratorState
+
+    config = {"job": "train", "model": "tiny-random-llama",
+              "tasks": [{"name": "sentiment", "render": {"chat_template": True}}],
+              "train": {"steps": 6, "batch_size": 4, "num_examples": 4, "lr": 0.003,
+                        "log_every": 2, "eval_every": 6, "eval_episodes": 2,
+                        "checkpoint_every": 6}}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        assert main(["train", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    rows = [json.loads(x) for x in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 3 and losses[-1] < losses[0]

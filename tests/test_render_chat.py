@@ -188,3 +188,19 @@ def test_chat_kv_reuse_equals_per_prompt_scoring(tiny_llama, tiny_gemma3):
             options = RenderOptions(chat_template=True, multiturn=multiturn, system=SYSTEM)
             full_prompt_scores(model, TextRenderer(tok, options), episode_of_first_rows(4),
                                [0, 1, 2, 5])
+
+
+def test_chat_sequence_reads_each_label_at_its_assistant_turn(tokenizer):
+    episode = episode_of_first_rows(1)
+    renderer = TextRenderer(tokenizer, RenderOptions(chat_template=True, system=SYSTEM))
+    seq = renderer.render_sequence(episode)
+    rendered = renderer.render_episode(episode)
+    assert len(seq.label_positions) == episode.num_demos
+    for i, (p, c) in enumerate(zip(seq.label_positions, episode.demo_y)):
+        assert seq.ids[p + 1] == seq.candidates[c][0]
+        # the context of label i is the chat prompt after i demonstrations with demo i as query
+        assert tokenizer.decode(seq.ids[: p + 1]).endswith(
+            episode.demo_x[i] + "<|im_end|>\n<|im_start|>assistant\n")
+        assert seq.ids[: rendered.boundaries[i]] == rendered.prefix_ids[: rendered.boundaries[i]]
+    with pytest.raises(HfIclError, match="multiturn: true"):
+        TextRenderer(tokenizer, RenderOptions(chat_template=True, multiturn=False)).render_sequence(episode)

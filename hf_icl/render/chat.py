@@ -23,7 +23,7 @@ from hf_icl.errors import HfIclError
 
 if TYPE_CHECKING:
     from hf_icl.episode import Episode
-    from hf_icl.render.text import RenderedEpisode, TextRenderer
+    from hf_icl.render.text import RenderedEpisode, RenderedSequence, TextRenderer
 
 PLACEHOLDER = "\ue000"  # a private-use character: no template trims or escapes it
 TEMPLATES = Path(__file__).resolve().parent / "chat_templates"
@@ -63,11 +63,12 @@ def check_chat_template(tokenizer) -> None:
                          "no chat template; set render.chat_template: false for raw prompts")
 
 
-def _apply(tokenizer, turns: list[dict[str, str]]) -> str:
+def _apply(tokenizer, turns: list[dict[str, str]], generation_prompt: bool = True) -> str:
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(turns, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
     except TemplateError as error:
         roles = "/".join(t["role"] for t in turns[:3])
         raise HfIclError(f"render.chat_template: the chat template of {tokenizer.name_or_path!r} "
@@ -141,3 +142,43 @@ def render_chat_episode(renderer: TextRenderer, episode: Episode) -> RenderedEpi
         query_ids=after[:n], query_ids_alone=alone[:n], candidates=candidates,
         content_free_ids=(after[n], alone[n]) if content_free else None,
     )
+
+
+def render_chat_sequence(renderer: TextRenderer, episode: Episode) -> RenderedSequence:
+    """All demonstrations as one conversation (user/assistant turns); each label is predicted
+    at the start of its assistant turn, the position the chat prompts read it from."""
+    from hf_icl.render.text import RenderedSequence
+
+    tokenizer, options = renderer.tokenizer, renderer.options
+    check_chat_template(tokenizer)
+    if not options.multiturn:
+        raise HfIclError("render.multiturn: false puts the labels inside one user turn; the "
+                         "sequential protocol and training read them in assistant turns "
+                         "(multiturn: true)")
+    words = renderer.label_words(episode)
+    labels = renderer.label_index(episode, episode.demo_y)
+    inputs = [renderer.format_x(x) for x in episode.demo_x]
+    answers = [words[c].lstrip() for c in labels]
+    turns = chat_messages(list(zip(inputs, answers)), "", True, options.system, options.delimiter)
+    text = _apply(tokenizer, turns[:-1], generation_prompt=False)
+    starts, cursor = [], 0
+    for x, a in zip(inputs, answers):
+        found = text.find(x, cursor)
+        start = text.find(a, found + len(x)) if found >= 0 else -1
+        if start < 0:
+            raise HfIclError("render.chat_template: the chat template rewrites a demonstration; "
+                             "it cannot be used for sequences")
+        starts.append(start)
+        cursor = start + len(a)
+    shared, candidates = renderer._candidates(episode, text[: starts[0]], [w.lstrip() for w in words])
+    special = [] if tokenizer.bos_token and text.startswith(tokenizer.bos_token) \
+        else list(renderer.special_prefix)
+    pieces = renderer.split_tokens(text, starts)
+    ids, positions = special + pieces[0], []
+    for c, piece in zip(labels, pieces[1:]):
+        if piece[: len(shared) + 1] != shared + candidates[c][:1]:
+            raise HfIclError("render.chat_template: a label word tokenizes differently inside "
+                             "its assistant turn than after the generation prompt")
+        positions.append(len(ids) + len(shared) - 1)
+        ids += piece
+    return RenderedSequence(ids=ids, label_positions=positions, candidates=candidates)

@@ -164,8 +164,9 @@ class TextRenderer:
     def render_sequence(self, episode: Episode) -> RenderedSequence:
         """All demonstrations as one sequence; every label is a prediction target."""
         if self.options.chat_template:
-            raise HfIclError("render.chat_template needs protocol: queries (a chat prompt has "
-                             "one query turn)")
+            from hf_icl.render.chat import render_chat_sequence
+
+            return render_chat_sequence(self, episode)
         delim = self.options.delimiter
         words = self.label_words(episode)
         labels = self.label_index(episode, episode.demo_y)
