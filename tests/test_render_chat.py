@@ -156,12 +156,6 @@ def test_label_word_merging_with_the_assistant_prefix_is_refused(tokenizer):
         TextRenderer(colon, RenderOptions(chat_template=True)).render_episode(episode)
 
 
-def test_sequential_protocol_refuses_chat(tokenizer):
-    with pytest.raises(HfIclError, match="protocol: queries"):
-        TextRenderer(tokenizer, RenderOptions(chat_template=True)).render_sequence(
-            episode_of_first_rows(1))
-
-
 def full_prompt_scores(model, renderer, episode, shots):
     """Cached, packed scoring equals scoring each whole chat prompt from scratch (≤1e-4)."""
     import torch
