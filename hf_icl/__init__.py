@@ -11,10 +11,11 @@ neither torch nor transformers.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hf_icl.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -93,13 +94,4 @@ def run(config: str | Path, *, job: str | None = None, overrides: Sequence[str] 
                       options=JobOptions(progress=progress))
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'hf_icl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -20,8 +20,9 @@ LAYERS = [
     ["training", "finetune", "finetune_config", "analysis", "build"],
     ["scoring", "packing", "attention", "models", "render", "samplers", "baselines", "metrics",
      "tasks", "hub", "plots", "kv_cache", "episode", "icl_model", "demos", "lm_eval_tasks",
-     "multiple_choice", "demo_scoring", "filters", "generation", "generation_config"],
-    ["config", "registry", "errors", "results", "runtime", "resources"],
+     "multiple_choice", "demo_scoring", "filters", "generation", "generation_config",
+     "lm_eval_generation"],
+    ["config", "registry", "errors", "results", "runtime", "resources", "lazy"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

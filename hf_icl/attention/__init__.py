@@ -26,8 +26,9 @@ before the current ones.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hf_icl.lazy import lazy_exports
 
 # Names resolve on first use, so that reading momentum settings (a config check) imports no torch.
 _HOMES = {
@@ -71,13 +72,4 @@ if TYPE_CHECKING:
     from hf_icl.attention.settings import CONFIG_KEY, VARIANTS, MomentumConfig
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -7,8 +7,9 @@ imports neither torch nor transformers' model code.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hf_icl.lazy import lazy_exports
 
 _HOMES = {
     "ModelSpec": "spec",
@@ -69,7 +70,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from hf_icl.models.linear_attention import LinearAttentionConfig, LinearAttentionModel
     from hf_icl.models.learner import (
         ICLModel,
         LabelBatch,
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
         save_learner,
         text_batch,
     )
+    from hf_icl.models.linear_attention import LinearAttentionConfig, LinearAttentionModel
     from hf_icl.models.loading import (
         cache_dir,
         converted_gguf_folder,
@@ -96,13 +97,4 @@ if TYPE_CHECKING:
     from hf_icl.models.spec import ModelSpec, check_model_spec, list_aliases
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
