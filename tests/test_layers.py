@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hf_icl"
 LAYERS = [
     ["cli", "__main__"],
     ["jobs"],
-    ["training", "finetune", "finetune_config", "analysis", "build"],
+    ["training", "finetune", "finetune_config", "analysis", "build", "export"],
     ["scoring", "packing", "attention", "models", "render", "samplers", "baselines", "metrics",
      "tasks", "hub", "plots", "kv_cache", "episode", "icl_model", "demos", "lm_eval_tasks",
      "multiple_choice", "demo_scoring", "filters", "generation", "generation_config",
