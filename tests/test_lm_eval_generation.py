@@ -98,3 +98,20 @@ def test_random_demos_per_document_are_refused(tiny_llama, task_yaml):
     with pytest.raises(HfIclError, match="one demo list for every document"):
         lm_eval_generation_prompts(TextRenderer(tiny_llama[1]), task, generation_documents(task),
                                    2, DemoSelection("lm_eval_default"))
+
+
+def test_evaluate_scores_a_generate_until_entry_by_exact_match(tmp_path, task_yaml):
+    import yaml
+
+    from hf_icl.cli import main
+
+    config = {"job": "evaluate", "models": ["tiny-random-llama"], "shots": [0, 2],
+              "num_queries": 4, "bootstrap": 20, "tasks": [{"lm_eval": str(task_yaml)}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 4 and all(r["gold"] == a for r, (_, a) in zip(rows, ROWS[3:7] * 2))
+    assert all(r["filtered"] == r["output"].strip() == r["pred"] for r in rows)
+    summary = json.loads((tmp_path / "o" / "results.json").read_text())["summary"]
+    assert {s["metric"] for s in summary} == {"exact_match"}

@@ -101,7 +101,8 @@ def model_unit(config: EvaluateConfig, tasks: list[TaskRun], label: str, model, 
         from hf_icl.jobs.lm_eval_runs import lm_eval_unit_rows
 
         return lm_eval_unit_rows(model, tokenizer, task.lm_eval, config.shots, unit.seed,
-                                 unit_row(unit, label, task.name, None), config.pack_tokens)
+                                 unit_row(unit, label, task.name, None), config.pack_tokens,
+                                 task.scoring)
     renderer = TextRenderer(tokenizer, task.render)
     episode, plan = unit_demos(config, task, unit.seed, unit.order)
     base = unit_row(unit, label, task.name, episode)

@@ -101,7 +101,12 @@ def prepare_lm_eval_entry(config, ref: dict, demos: DemoOptions | None,
     out = []
     with located(where):
         for task in load_lm_eval_tasks(name, include_path):
-            docs = mc_documents(task, config.num_queries)
+            if task.output_type == "generate_until":
+                from hf_icl.lm_eval_generation import generation_documents
+
+                docs = generation_documents(task, config.num_queries)
+            else:
+                docs = mc_documents(task, config.num_queries)
             check_shots(task, selection, max(config.shots))
             definition = TaskDef(name=task.name, family="lm_eval", source=name,
                                  description=f"lm-eval task {task.name}"
@@ -117,6 +122,10 @@ def check_lm_eval_prompts(tokenizer, limit: int | None, source: LmEvalSource, sh
     from hf_icl.lm_eval_tasks import LmEvalEncoder
     from hf_icl.multiple_choice import check_window, lm_eval_requests
 
+    if source.task.output_type == "generate_until":
+        from hf_icl.jobs.generation_rows import check_lm_eval_generation
+
+        return check_lm_eval_generation(tokenizer, limit, source, shots, where)
     if limit is None:
         return
     encoder = LmEvalEncoder(tokenizer)
@@ -126,10 +135,15 @@ def check_lm_eval_prompts(tokenizer, limit: int | None, source: LmEvalSource, sh
 
 
 def lm_eval_unit_rows(model, tokenizer, source: LmEvalSource, shots: list[int], seed: int,
-                      base: dict, pack_tokens: int) -> list[dict]:
+                      base: dict, pack_tokens: int, scoring=None) -> list[dict]:
     """One unit's rows: each document at each shot count, with lm-eval's acc and acc_norm
-    predictions and every choice's log-likelihood."""
+    predictions and every choice's log-likelihood (generate_until: the filtered answer)."""
     from hf_icl.multiple_choice import predictions, score_lm_eval_task
+
+    if source.task.output_type == "generate_until":
+        from hf_icl.jobs.generation_rows import lm_eval_generation_rows
+
+        return lm_eval_generation_rows(model, tokenizer, source, shots, seed, base, scoring)
 
     curve = score_lm_eval_task(model, tokenizer, source.task, source.docs, shots,
                                source.selection_for(seed), pack_tokens=pack_tokens)

@@ -52,9 +52,8 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
         ref, scoring = task_scoring(config, ref, where)
         ref, demos = task_demos(config, ref, where)
         if is_lm_eval_entry(ref):
-            if scoring.method != "loglikelihood" or config.protocol != "queries":
-                raise HfIclError(f"{where}: lm-eval tasks are scored by loglikelihood with "
-                                 "protocol: queries")
+            if config.protocol != "queries":  # output_type decides loglikelihood / generation
+                raise HfIclError(f"{where}: lm-eval tasks need protocol: queries")
             runs += [TaskRun(definition, None, RenderOptions(), models, scoring, source)
                      for definition, source in prepare_lm_eval_entry(config, ref, demos, where)]
             continue
