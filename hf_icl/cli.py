@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_quiet(b)
     _add_push(b, "push the built dataset folder")
+    e = sub.add_parser("export", help="write a task as lm-evaluation-harness task YAMLs + data")
+    e.add_argument("format", choices=["lm-eval"], help="what to export to")
+    e.add_argument("task", help="built-in task name or task YAML path")
+    e.add_argument("--out", required=True, help="output folder (new or empty)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="num_seeds, num_queries, shots, or a task parameter")
     p = sub.add_parser("push", help="push a finished train run's model/ or a built dataset "
                        "folder to the Hub (e.g. after a failed --push-to-hub)")
     p.add_argument("path", help="train run folder (its model/ is pushed) or `hf-icl build` output")
@@ -146,8 +152,14 @@ def quiet_libraries() -> None:
         datasets.disable_progress_bars()
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from hf_icl.export import cmd_export as export
+
+    export(args)
+
+
 COMMANDS = {"models": lambda args: cmd_models(), "configs": cmd_configs, "build": cmd_build,
-            "push": cmd_push}
+            "push": cmd_push, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,3 +139,44 @@ def test_lm_eval_default_only_for_lm_eval_entries(tmp_path, text_task_dir, capsy
     cfg.write_text(cfg.read_text().replace("- name: ", "- "))
     line = fails_cleanly(capsys, tmp_path, ["evaluate", str(cfg)])
     assert "lm_eval_default replays lm-eval's own sampler" in line
+
+
+def test_compare_trains_on_the_prompts_demonstration_tokens(tmp_path, lm_eval_task_dir, tokenizer):
+    """compare on an lm-eval task: FT sees exactly the ICL prompt's demonstration tokens, ZS and
+    ICL share each document's query tokens, and the run writes every arm's rows."""
+    from hf_icl.jobs.lm_eval_compare import split_prompts
+    from hf_icl.lm_eval_tasks import LmEvalEncoder, fewshot_contexts
+
+    entry = {"lm_eval": "mc_sum", "include_path": str(lm_eval_task_dir)}
+    cfg = from_dict(EvaluateConfig, yaml.safe_load(config(tmp_path, entry).read_text()))
+    [task] = check_evaluation(cfg)
+    source = task.lm_eval
+    zs, icl = (split_prompts(tokenizer, source, source.selection, k) for k in (0, 2))
+    prompts = fewshot_contexts(source.task, [d.doc for d in source.docs], 2, source.selection)
+    context = LmEvalEncoder(tokenizer).encode([(p, " x") for p in prompts])
+    assert [icl.prefix + q for q in icl.queries] == [c for c, _ in context]
+    assert zs.queries == icl.queries
+    demo_text = tokenizer.decode(icl.demos[1].ids)
+    assert demo_text.startswith("Question: what is") and demo_text.endswith("\n\n")
+    assert [t for d in icl.demos for t in d.ids] == icl.prefix[icl.demos[0].start:]
+
+    out = tmp_path / "compare"
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump({"job": "compare", "models": ["tiny-random-llama"],
+                                    "tasks": [entry], "shots": [2], "num_seeds": 1,
+                                    "num_queries": 3, "finetune": {"arms": ["dai"]}}))
+    assert main(["compare", str(path), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted((r["arm"], r["shots"], r["query_id"]) for r in rows) == sorted(
+        (arm, k, q) for arm, k in (("zs", 0), ("icl", 2), ("dai", 2)) for q in range(3))
+    assert all(len(r["simaou"]) == 2 for r in rows if r["arm"] == "dai")
+
+
+def test_compare_refuses_per_document_demos(tmp_path, lm_eval_task_dir, capsys):
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump({"job": "compare", "models": ["tiny-random-llama"],
+                                    "tasks": [{"lm_eval": "mc_words",
+                                               "include_path": str(lm_eval_task_dir)}],
+                                    "shots": [2], "num_queries": 3}))
+    line = fails_cleanly(capsys, tmp_path, ["compare", str(path)])
+    assert "compare fine-tunes on one demo list per unit" in line

@@ -93,6 +93,11 @@ def prediction_rows(base: dict, arm: str, shots: int, episode: Episode,
 
 def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
     """Every row of one unit: ZS, then per shot count ICL and each FT arm."""
+    if task.lm_eval is not None:
+        from hf_icl.jobs.lm_eval_compare import lm_eval_compare_unit
+
+        return lm_eval_compare_unit(run, task.lm_eval, unit,
+                                    unit_row(unit, run.label, task.name, None))
     config = run.config
     renderer = TextRenderer(run.tokenizer, task.render)
     episode, _ = unit_demos(config, task, unit.seed, unit.order)  # shared lists (checked)
@@ -131,8 +136,11 @@ def unit_plan(config: CompareConfig, tasks: list[TaskRun]) -> UnitPlan:
 
     every_task = list(range(len(tasks)))
     learners = [model_learner(spec, every_task, setup) for spec in config.all_models()]
-    rows = config.num_queries * (1 + len(config.shots) * (1 + len(config.finetune.arms)))
-    return UnitPlan(learners, [t.name for t in tasks], config.num_seeds, config.demo_orders, rows)
+    per_query = 1 + len(config.shots) * (1 + len(config.finetune.arms))
+    shapes = {t: (task.lm_eval.num_seeds(config.num_seeds), 1, len(task.lm_eval.docs) * per_query)
+              for t, task in enumerate(tasks) if task.lm_eval is not None}
+    return UnitPlan(learners, [t.name for t in tasks], config.num_seeds, config.demo_orders,
+                    config.num_queries * per_query, shapes)
 
 
 def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "config") -> None:
@@ -140,6 +148,17 @@ def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "conf
         if task.models is not None:
             raise HfIclError(f"{source}: tasks.{i}.models: compare runs every model on every "
                              "task; drop the task's 'models:' list")
+        if task.lm_eval is not None:
+            from hf_icl.jobs.lm_eval_compare import check_compare_source
+
+            check_compare_source(task.lm_eval, f"{source}: tasks.{i}")
+            sweeps = [a.name for a in config.finetune.arms
+                      if config.finetune.settings(a).lr_sweep]
+            if sweeps:
+                raise HfIclError(f"{source}: finetune.lr_sweep: the sweep tunes on held-out "
+                                 f"episodes, which lm-eval task {task.name!r} does not have; "
+                                 "set finetune.lr instead")
+            continue
         episode, plan = unit_demos(config, task, 0, 0)
         if episode.is_regression:
             raise HfIclError(f"{source}: tasks.{i}: task {task.name!r} is a regression task; "
