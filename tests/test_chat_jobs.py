@@ -50,3 +50,24 @@ def test_train_on_chat_formatted_episodes(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_model_without_chat_template_is_one_line_error_before_the_run(tmp_path, tiny_llama, capsys):
+    import copy
+
+    model, tok = tiny_llama
+    folder = tmp_path / "plain-model"
+    plain = copy.copy(tok)
+    plain.chat_template = None
+    model.save_pretrained(folder)
+    plain.save_pretrained(folder)
+    config = {"job": "evaluate", "models": [str(folder)], "shots": [0, 1], "num_queries": 2,
+              "tasks": [{"name": "sentiment", "render": {"chat_template": True}}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    capsys.readouterr()  # the save's progress bars
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hf-icl: error:") and len(err.splitlines()) == 1
+    assert "has no chat template" in err and str(folder) in err and "tasks.0" in err
+    assert not (tmp_path / "o").exists()
