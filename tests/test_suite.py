@@ -75,3 +75,13 @@ def test_plateau_end_is_the_first_step_five_percent_below_the_level():
             for s, v in [(10, 3.2), (20, 1.10), (30, 1.099), (40, 1.03), (50, 0.8)]]
     assert plateau_end(rows + [{"kind": "eval", "step": 40}], 1.0986) == 40  # 1.03 <= 0.95 ln 3
     assert plateau_end(rows[:3], 1.0986) is None
+
+
+def test_runs_that_differ_only_in_seed_are_grouped():
+    from hf_icl.jobs.suite_report import seed_groups
+
+    runs = [{"name": n} for n in ["d=50,seed=0", "d=50,seed=1", "d=200,seed=0", "plain", "seed=3"]]
+    groups = seed_groups(runs)
+    assert {k: [r["name"] for r in v] for k, v in groups.items()} == {
+        "d=50": ["d=50,seed=0", "d=50,seed=1"], "d=200": ["d=200,seed=0"], "plain": ["plain"],
+        "seed=3": ["seed=3"]}

@@ -70,27 +70,57 @@ def plateau_end(rows: list[dict], level: float, drop: float = 0.05) -> int | Non
 BASELINE_STYLES = [":", "--", "-.", (0, (1, 3)), (0, (5, 1))]
 
 
+SEED = re.compile(r",?\bseed=\d+")
+
+
+def seed_groups(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs whose names differ only in a ``seed=N`` part form one group (in order)."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(SEED.sub("", r["name"]).strip(",") or r["name"], []).append(r)
+    return groups
+
+
+def _band(ax, x, ys: list[list[float]], color=None, label: str = "", **style):
+    """The mean of ``ys`` as a line with a ± 1 std band when there are several; its colour."""
+    import numpy as np
+
+    width = min(len(y) for y in ys)
+    values = np.array([y[:width] for y in ys], dtype=float)
+    mean = values.mean(0)
+    line, = ax.plot(x[:width], mean, color=color, label=label, **style)
+    if len(ys) > 1:
+        ax.fill_between(x[:width], mean - values.std(0), mean + values.std(0),
+                        color=line.get_color(), alpha=0.2, linewidth=0)
+    return line.get_color()
+
+
 def plot_train_runs(runs: list[dict], metrics: dict[str, list[dict]]) -> bytes:
-    """Loss and unseen-task metric over training per run; final learning curves per task."""
+    """Loss and unseen-task metric over training per run; final learning curves per task. Runs
+    that differ only in their seed are drawn as one mean line with a ± 1 std band."""
     keys = list(dict.fromkeys((s["task"], s["split"]) for r in runs
                               for s in r["results"]["summary"]))
     fig, axes = panel_grid(2 + len(keys))
-    for r in runs:
-        rows = metrics[r["name"]]
-        train = [x for x in rows if x["kind"] == "train"]
-        line, = axes[0].plot([x["step"] for x in train], [x["loss"] for x in train], label=r["name"])
+    for name, group in seed_groups(runs).items():
+        label = name + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+        train = [[x for x in metrics[r["name"]] if x["kind"] == "train"] for r in group]
+        color = _band(axes[0], [x["step"] for x in train[0]],
+                      [[x["loss"] for x in t] for t in train], label=label)
         for key in keys:
-            evals = [x for x in rows if x["kind"] == "eval" and (x["task"], x["split"]) == key]
-            if evals and key[1] == "unseen":
-                axes[1].plot([x["step"] for x in evals], [x["mean"] for x in evals], marker="o",
-                             ms=3, color=line.get_color(), label=f"{r['name']} · {key[0]}")
+            evals = [[x for x in metrics[r["name"]]
+                      if x["kind"] == "eval" and (x["task"], x["split"]) == key] for r in group]
+            if evals[0] and key[1] == "unseen":
+                _band(axes[1], [x["step"] for x in evals[0]], [[x["mean"] for x in e] for e in evals],
+                      color=color, label=f"{label} · {key[0]}", marker="o", ms=3)
         for ax, key in zip(axes[2:], keys):
-            for s in r["results"]["summary"]:
-                if (s["task"], s["split"]) == key:
-                    ax.plot(s["after"]["curve"], color=line.get_color(), label=r["name"])
-                    ax.set_ylabel(s["metric"])
-            for j, b in enumerate(r["results"]["baselines"]):
-                if b["task"] == key[0] and key[1] == "unseen" and r is runs[0]:
+            found = [s for r in group for s in r["results"]["summary"]
+                     if (s["task"], s["split"]) == key]
+            if found:
+                curves = [s["after"]["curve"] for s in found]
+                _band(ax, list(range(len(curves[0]))), curves, color=color, label=label)
+                ax.set_ylabel(found[0]["metric"])
+            for j, b in enumerate(group[0]["results"]["baselines"]):
+                if b["task"] == key[0] and key[1] == "unseen" and group[0] is runs[0]:
                     ax.plot(b["curve"], linestyle=BASELINE_STYLES[j % len(BASELINE_STYLES)],
                             color=str(0.2 + 0.5 * (j % 3) / 2), label=b["baseline"])
     axes[0].set(title="training loss", xlabel="step")
