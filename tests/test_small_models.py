@@ -70,3 +70,21 @@ def test_looped_model_saves_and_reloads_through_auto_classes(tmp_path):
 def test_small_model_config_errors(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(SmallModelConfig, data, source="cfg.yaml", prefix="small_model")
+
+
+def test_momentum_from_initialisation_is_saved_and_restored(tmp_path):
+    from hf_icl.models import ICLModel, load_trained, save_learner
+
+    settings = {"layers": 1, "hidden": 16, "heads": 2}
+    plain = build_small_model(from_dict(SmallModelConfig, settings, source="cfg")).eval()
+    config = from_dict(SmallModelConfig, {**settings, "momentum": {"eta": 0.3}}, source="cfg")
+    model = build_small_model(config).eval()
+    embeds = torch.randn(1, 6, 16)
+    with torch.no_grad():
+        with_momentum = model.model(inputs_embeds=embeds).last_hidden_state
+        assert not torch.allclose(with_momentum, plain.model(inputs_embeds=embeds).last_hidden_state)
+    save_learner(ICLModel(model), tmp_path, None, {"kind": "small", "small_model": settings})
+    loaded, _ = load_trained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.lm.model(inputs_embeds=embeds).last_hidden_state,
+                                   with_momentum)

@@ -197,6 +197,10 @@ def load_trained(folder: str | Path) -> tuple[ICLModel, object | None]:
 
         paired = info["small_model"].get("architecture") in PAIRED_ARCHITECTURES
         lm = (AutoModel if paired else AutoModelForCausalLM).from_pretrained(folder)
+        if not paired:
+            from hf_icl.attention import restore_from_config
+
+            restore_from_config(lm)  # momentum attention trained from scratch
     elif info["kind"] in ("adapter", "frozen"):
         adapter = str(folder) if info["kind"] == "adapter" else None
         lm, tokenizer = load_model(ModelSpec(**{**info["base_model"], "adapter": adapter}))

@@ -16,6 +16,7 @@ inputs through its read-in, never through token ids.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,4 +128,9 @@ def build_small_model(config: SmallModelConfig, seed: int = 0, dim: int = 1) -> 
     """A randomly initialised small model (seeded, so every process builds the same one);
     ``dim``: the input size, which the linear-attention models read without a read-in."""
     torch.manual_seed(seed)
-    return ARCHITECTURES.get(config.architecture, "small_model.architecture")(config, dim)
+    model = ARCHITECTURES.get(config.architecture, "small_model.architecture")(config, dim)
+    if config.momentum is not None:
+        from hf_icl.attention import enable_momentum
+
+        enable_momentum(model, **dataclasses.asdict(config.momentum))
+    return model

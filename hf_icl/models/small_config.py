@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hf_icl.attention.settings import MomentumConfig
 from hf_icl.config import option
 
 ARCHITECTURE_NAMES = ("llama", "looped", "linear_attention", "looped_linear_attention")
@@ -38,6 +39,9 @@ class SmallModelConfig:
         "of Q (Magen & Vardi's model; Gatmiry et al.'s looped model)")
     init_std: float = option(0.01, help="linear attention: std of the initial weights (0: zeros, "
                              "bilinear only: full weights at 0 get no gradient)")
+    momentum: MomentumConfig | None = option(
+        None, help="llama, looped: momentum attention from initialisation (Dai et al. trained "
+        "with it from scratch): {eta: 0.1, layers: all, …}; null: none")
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "heads", "vocab_size", "max_positions", "loops"):
@@ -51,6 +55,9 @@ class SmallModelConfig:
                                 or min(self.eval_loops) < 1):
             raise ValueError(f"eval_loops: {self.eval_loops} needs a looped architecture "
                              f"({', '.join(LOOPED_ARCHITECTURES)}) and loop counts ≥ 1")
+        if self.momentum is not None and self.architecture in PAIRED_ARCHITECTURES:
+            raise ValueError(f"momentum: applies to the softmax architectures (llama, looped), "
+                             f"not {self.architecture}")
         if self.init_std < 0 or (self.init_std == 0 and self.parameterization == "full"):
             raise ValueError(f"init_std: {self.init_std}; allowed: > 0 (≥ 0 with "
                              "parameterization: bilinear)")
