@@ -41,6 +41,9 @@ class SplitPrompts:
 
 
 def check_compare_source(source: LmEvalSource, where: str) -> None:
+    if source.task.output_type != "multiple_choice":
+        raise HfIclError(f"{where}: compare scores multiple-choice lm-eval tasks; "
+                         f"{source.task.name!r} is {source.task.output_type}")
     if not source.selection.shared(source.task):
         raise HfIclError(f"{where}: compare fine-tunes on one demo list per unit; lm-eval task "
                          f"{source.task.name!r} draws each document its own demonstrations "
