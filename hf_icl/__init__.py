@@ -34,6 +34,10 @@ _HOMES = {
     # scoring with demo-prefix KV reuse
     "score_queries": "hf_icl.scoring",
     "score_sequences": "hf_icl.scoring",
+    # demonstration selection and per-query scoring
+    "DemoOptions": "hf_icl.demos",
+    "plan_demos": "hf_icl.demos",
+    "score_plan": "hf_icl.demo_scoring",
     # attention features
     "MomentumConfig": "hf_icl.attention",
     "enable_momentum": "hf_icl.attention",
@@ -46,6 +50,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "DemoOptions",
     "Episode",
     "HfIclError",
     "ModelSpec",
@@ -61,7 +66,9 @@ __all__ = [
     "load_tokenizer",
     "load_trained",
     "make_baseline",
+    "plan_demos",
     "run",
+    "score_plan",
     "score_queries",
     "score_sequences",
 ]
@@ -75,6 +82,8 @@ if TYPE_CHECKING:
     )
     from hf_icl.baselines import make_baseline
     from hf_icl.build import build_dataset
+    from hf_icl.demo_scoring import score_plan
+    from hf_icl.demos import DemoOptions, plan_demos
     from hf_icl.episode import Episode
     from hf_icl.errors import HfIclError
     from hf_icl.models import ModelSpec, load_model, load_tokenizer, load_trained
