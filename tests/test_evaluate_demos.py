@@ -71,3 +71,12 @@ def test_balanced_needs_enough_of_each_class_and_old_key_points_to_new(tmp_path,
     line = fails_cleanly(capsys, tmp_path, ["evaluate", str(write(tmp_path, demo_orders=2)),
                                             "--out", str(tmp_path / "run")])
     assert "'demo_orders' has moved to 'demos.permutations'" in line
+
+
+def test_compare_refuses_per_query_demonstrations(tmp_path, capsys):
+    path = tmp_path / "cmp.yaml"
+    path.write_text(yaml.safe_dump({
+        "job": "compare", "models": ["tiny-random-llama"], "shots": [2], "num_seeds": 1,
+        "num_queries": 2, "tasks": [{"name": "sentiment", "demos": {"selection": "topk"}}]}))
+    line = fails_cleanly(capsys, tmp_path, ["compare", str(path), "--out", str(tmp_path / "run")])
+    assert "tasks.0.demos: compare fine-tunes on one demo list per unit" in line
