@@ -169,3 +169,87 @@ def test_save_and_load_round_trip(tmp_path):
 def test_config_errors(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(SmallModelConfig, data, source="cfg.yaml", prefix="small_model")
+
+
+GMM = {"name": "gmm", "dim": 12, "subspace_dim": 2, "signal": 3.0,
+       "render": {"renderer": "embedding"}}
+REGRESSION = {"name": "linear_regression", "dim": 3, "covariance": "skewed",
+              "weight_prior": "inverse_covariance", "render": {"renderer": "embedding"}}
+TRAIN = {"steps": 30, "batch_size": 32, "num_examples": 10, "log_every": 10, "eval_every": 30,
+         "eval_episodes": 32, "checkpoint_every": 0, "scheduler": "constant"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def train(tmp_path, data: dict) -> tuple[int, dict | None]:
+    import json
+
+    import yaml
+
+    from hf_icl.cli import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"job": "train", **data}))
+    out = tmp_path / "run"
+    code = main(["train", str(path), "--out", str(out), "--quiet"])
+    results = out / "results.json"
+    return code, json.loads(results.read_text()) if results.is_file() else None
+
+
+def test_gradient_descent_on_the_logistic_loss_aligns_w_with_the_subspace(tmp_path):
+    code, results = train(tmp_path, {
+        "small_model": {"architecture": "linear_attention", "parameterization": "bilinear",
+                        "init_std": 0.0},
+        "tasks": [GMM], "baselines": ["oracle_subspace_mle"],
+        "train": {**TRAIN, "optimizer": "sgd", "lr": 0.5, "max_grad_norm": None,
+                  "diagnostics": ["subspace_alignment"]}})
+    assert code == 0
+    (diag,) = results["diagnostics"]
+    assert diag["history"][0] == [0, 0.0] and diag["value"] > 0.8
+    unseen = next(s for s in results["summary"] if s["split"] == "unseen")
+    assert unseen["after"]["curve"][-1] > 0.8  # two classes, signal 3
+    assert "Parameter-level diagnostics" in (tmp_path / "run" / "report.md").read_text()
+    loaded, _ = load_trained(tmp_path / "run" / "model")
+    assert loaded.lm.config.parameterization == "bilinear"
+
+
+def test_looped_model_learns_a_preconditioner_close_to_the_inverse_covariance(tmp_path):
+    code, results = train(tmp_path, {
+        "small_model": {"architecture": "looped_linear_attention", "parameterization": "bilinear",
+                        "init_std": 0.0, "loops": 2, "loss_loops": 1, "eval_loops": [4]},
+        "tasks": [REGRESSION],
+        "train": {**TRAIN, "lr": 0.02, "loss_on": "final", "diagnostics": ["preconditioner"]}})
+    assert code == 0
+    (diag,) = results["diagnostics"]
+    assert diag["value"] < 0.5 and set(diag["loops"]) == {"1", "2", "4"}
+    assert all(v["cosine"] > 0.9999 for v in diag["loops"].values())
+    assert {s["split"] for s in results["summary"]} == {"seen", "unseen", "unseen, 4 loops"}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"small_model": {"architecture": "linear_attention"},
+      "tasks": [{"name": "digits_projected", "classes": [0, 1, 2], "proj_dim": 4,
+                 "render": {"renderer": "embedding"}}]}, "two classes only, not 3"),
+    ({"small_model": {"architecture": "linear_attention"}, "tasks": [REGRESSION],
+      "train": {"diagnostics": ["subspace_alignment"]}}, "needs a first training task with a "
+     "shared subspace"),
+    ({"small_model": {"architecture": "linear_attention"}, "tasks": [GMM],
+      "train": {"diagnostics": ["preconditioner"]}}, "needs a first training task with an input"),
+    ({"small_model": {"layers": 1, "hidden": 16, "heads": 2}, "tasks": [REGRESSION],
+      "train": {"diagnostics": ["gd_step"]}}, "read linear-attention weights"),
+    ({"small_model": {"architecture": "looped_linear_attention"}, "tasks": [REGRESSION],
+      "train": {"diagnostics": ["gd_step"]}}, "set small_model.architecture to linear_attention"),
+    ({"small_model": {"architecture": "linear_attention"}, "tasks": [REGRESSION],
+      "train": {"diagnostics": ["alignment"]}}, "'alignment' is unknown"),
+])
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path, capsys, data, message):
+    code, _ = train(tmp_path, data)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hf-icl: error: ") and message in err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
