@@ -119,6 +119,8 @@ def plot_train_runs(runs: list[dict], metrics: dict[str, list[dict]]) -> bytes:
                 curves = [s["after"]["curve"] for s in found]
                 _band(ax, list(range(len(curves[0]))), curves, color=color, label=label)
                 ax.set_ylabel(found[0]["metric"])
+                if found[0]["metric"] == "nse" and max(map(max, curves)) > 100:
+                    ax.set_yscale("log")  # a diverging learner (e.g. GD run past its step size)
             for j, b in enumerate(group[0]["results"]["baselines"]):
                 if b["task"] == key[0] and key[1] == "unseen" and group[0] is runs[0]:
                     ax.plot(b["curve"], linestyle=BASELINE_STYLES[j % len(BASELINE_STYLES)],
