@@ -21,7 +21,6 @@ Arms (registry ``FT_ARMS``):
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -215,16 +214,17 @@ class LoraArm(FtArm):
     """A fresh adapter per episode (seeded), removed afterwards; base weights stay frozen."""
 
     def _attach(self, seed: int) -> list[nn.Parameter]:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from hf_icl.models import add_lora
 
         s = self.settings
         config = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=0.0,
                             target_modules=list(s.target_modules))
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated HF helper
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
-                self._peft = get_peft_model(self.model, config)
+                self._peft = add_lora(self.model, config)
             except ValueError as err:
                 raise HfIclError(f"lora: {' '.join(str(err).split())[:200]}") from None
         return [p for p in self.model.parameters() if p.requires_grad]

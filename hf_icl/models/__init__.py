@@ -19,6 +19,7 @@ _HOMES = {
     "converted_gguf_folder": "loading",
     "gemma3_gguf": "loading",
     "keep_4bit_trainable": "loading",
+    "add_lora": "loading",
     "load_model": "loading",
     "load_tokenizer": "loading",
     "resolve_source": "loading",
@@ -41,6 +42,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "add_lora",
     "ICLModel",
     "LabelBatch",
     "LinearAttentionConfig",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
     )
     from hf_icl.models.linear_attention import LinearAttentionConfig, LinearAttentionModel
     from hf_icl.models.loading import (
+        add_lora,
         cache_dir,
         converted_gguf_folder,
         gemma3_gguf,

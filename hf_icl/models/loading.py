@@ -241,6 +241,19 @@ def load_model(spec: ModelSpec | str):
     return model, tokenizer
 
 
+def add_lora(model: torch.nn.Module, config) -> torch.nn.Module:
+    """peft's get_peft_model, without the deprecation warning it triggers inside transformers
+    (`is_gradient_checkpointing`, peft 0.21 on transformers 5.23+): users cannot act on it."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated",
+                                category=FutureWarning)
+        return get_peft_model(model, config)
+
+
 def _restore_attention_features(model: torch.nn.Module) -> None:
     """Re-enable hf_icl attention features (momentum) recorded in a saved model's config."""
     from hf_icl.attention import restore_from_config

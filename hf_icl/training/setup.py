@@ -31,15 +31,17 @@ def _adapt(lm: nn.Module, config: TrainConfig) -> nn.Module:
     """Freeze or wrap the model as train.finetune says; enable gradient checkpointing."""
     section = config.train
     if section.finetune == "lora":
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import LoraConfig, prepare_model_for_kbit_training
+
+        from hf_icl.models import add_lora
 
         if config.model.quantization:
             lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)
         lora = section.lora
-        lm = get_peft_model(lm, LoraConfig(r=lora.rank, lora_alpha=lora.alpha,
-                                           lora_dropout=lora.dropout,
-                                           target_modules=lora.target_modules,
-                                           task_type="CAUSAL_LM"))
+        lm = add_lora(lm, LoraConfig(r=lora.rank, lora_alpha=lora.alpha,
+                                     lora_dropout=lora.dropout,
+                                     target_modules=lora.target_modules,
+                                     task_type="CAUSAL_LM"))
     elif section.finetune == "read_in":
         lm.requires_grad_(False)
     if section.gradient_checkpointing:
