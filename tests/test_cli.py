@@ -81,7 +81,8 @@ def test_quickstart_config_parses_and_names_the_real_model():
     from hf_icl.jobs.evaluate_config import EvaluateConfig
 
     config = from_dict(EvaluateConfig, read_yaml(find_config("quickstart")))
-    assert config.models[0].spec == "smollm2-135m" and 0 in config.shots
+    assert config.models[0].spec == "gemma3-270m" and 0 in config.shots
+    assert config.tasks[1]["demos"] == {"selection": "topk"}
 
 
 def test_configs_lists_builtins_and_resolves_accelerate_paths(capsys):
