@@ -11,8 +11,9 @@ multiple-choice view.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +196,13 @@ def mc_documents(task: LmEvalTask, limit: int | None = None) -> list[McDocument]
 @dataclass(frozen=True)
 class DemoSelection:
     """Which demonstrations lm-eval's formatter gets: ``task`` (its fewshot_config),
-    ``first_n``, ``lm_eval_default`` (lm-eval's random sampler, replayed) or ``fixed``."""
+    ``first_n``, ``lm_eval_default`` (lm-eval's random sampler, replayed), ``fixed``, or any
+    other hf-icl selection through ``rows`` (document index, shots → pool indices in order)."""
 
     selection: str = "task"
     seed: int = DEFAULT_FEWSHOT_SEED
     indices: tuple[int, ...] = ()  # fixed: pool indices, in order
+    rows: Callable[[int, int], list[int]] | None = field(default=None, compare=False)
 
     def resolved(self, task: LmEvalTask) -> str:
         if self.selection != "task":
@@ -211,19 +214,24 @@ class DemoSelection:
         return self.resolved(task) in ("first_n", "fixed")
 
 
+def _preset(pool: list[dict], demos: list[dict]):
+    """An lm-eval sampler that hands its formatter the given demonstrations, in order."""
+    from lm_eval.api import samplers
+
+    class Preset(samplers.ContextSampler):
+        def sample(self, n, eval_doc=None, df=None, **kwargs):
+            return demos[:n]
+
+    return Preset(pool)
+
+
 def _sampler(task: LmEvalTask, selection: DemoSelection):
     from lm_eval.api import samplers
 
     pool = task.fewshot_pool()
     name = selection.resolved(task)
     if name == "fixed":
-        demos = [pool[i] for i in selection.indices]
-
-        class Fixed(samplers.ContextSampler):
-            def sample(self, n, eval_doc=None, df=None, **kwargs):
-                return demos[:n]
-
-        return Fixed(pool)
+        return _preset(pool, [pool[i] for i in selection.indices])
     cls = samplers.FirstNSampler if name == "first_n" else samplers.ContextSampler
     return cls(pool, rnd=selection.seed)
 
@@ -256,10 +264,16 @@ def fewshot_contexts(task: LmEvalTask, docs: list[dict], shots: int,
     the documents' demos from it in order, and `random.sample` consumes the stream differently
     for different n, so each shot count starts again from the seed."""
     original = getattr(task.task, "sampler", None)
-    task.task.sampler = _sampler(task, selection)
     try:
         with _quiet_lm_eval():
-            return [task.task.fewshot_context(doc=doc, num_fewshot=shots) for doc in docs]
+            if selection.rows is None:
+                task.task.sampler = _sampler(task, selection)
+                return [task.task.fewshot_context(doc=doc, num_fewshot=shots) for doc in docs]
+            pool, prompts = task.fewshot_pool(), []
+            for q, doc in enumerate(docs):  # each document its own list: one sampler each
+                task.task.sampler = _preset(pool, [pool[i] for i in selection.rows(q, shots)])
+                prompts.append(task.task.fewshot_context(doc=doc, num_fewshot=shots))
+            return prompts
     finally:
         if original is not None:
             task.task.sampler = original

@@ -83,7 +83,8 @@ def test_demos_override(tmp_path, lm_eval_task_dir):
     ({"lm_eval": "mc_summ"}, "unknown lm-eval task 'mc_summ' (did you mean 'mc_sum'?)"),
     ({"lm_eval": "missing.yaml"}, "lm-eval task file 'missing.yaml': no such file"),
     ({"lm_eval": "mc_sum", "limit": 3}, "unknown key 'limit' in an lm-eval task entry"),
-    ({"lm_eval": "mc_sum", "demos": {"selection": "bm25"}}, "lm-eval tasks support selection"),
+    ({"lm_eval": "mc_sum", "demos": {"selection": "first_n", "order": "random"}},
+     "selection 'first_n' on an lm-eval task keeps its order (as_selected)"),
 ])
 def test_bad_entries(tmp_path, lm_eval_task_dir, capsys, entry, message):
     entry = {**entry, "include_path": str(lm_eval_task_dir)}
@@ -180,3 +181,27 @@ def test_compare_refuses_per_document_demos(tmp_path, lm_eval_task_dir, capsys):
                                     "shots": [2], "num_queries": 3}))
     line = fails_cleanly(capsys, tmp_path, ["compare", str(path)])
     assert "compare fine-tunes on one demo list per unit" in line
+
+
+@pytest.mark.parametrize("demos", [{"selection": "per_query_random"},
+                                   {"selection": "balanced"},
+                                   {"selection": "bm25", "order": "nearest_last"}])
+def test_hf_icl_selections_on_lm_eval_tasks(tmp_path, lm_eval_task_dir, demos):
+    """hf-icl's own selections pick rows of the task's few-shot pool for each document; lm-eval
+    formats exactly those demonstrations, in the plan's order."""
+    pytest.importorskip("bm25s") if demos["selection"] == "bm25" else None
+    from hf_icl.lm_eval_tasks import fewshot_contexts
+
+    entry = {"lm_eval": "mc_words", "include_path": str(lm_eval_task_dir), "demos": demos}
+    cfg = from_dict(EvaluateConfig, yaml.safe_load(config(tmp_path, entry).read_text()))
+    [task] = check_evaluation(cfg)
+    source = task.lm_eval
+    assert source.num_seeds(cfg.num_seeds) == 2 and demos["selection"] in source.demos_note
+    plan, selection = source.plan(1), source.selection_for(1)
+    pool = source.task.fewshot_pool()
+    prompts = fewshot_contexts(source.task, [d.doc for d in source.docs], 2, selection)
+    for q, (doc, prompt) in enumerate(zip(source.docs, prompts)):
+        shown = [pool[r] for r in plan.rows(q, 2)]
+        expected = "".join(f"{d['a']} plus {d['b']} makes {d['choices'][d['answer']]}\n\n"
+                           for d in shown)
+        assert prompt == expected + f"{doc.doc['a']} plus {doc.doc['b']} makes"

@@ -39,22 +39,65 @@ class LmEvalSource:
     docs: list[McDocument]
     selection: DemoSelection
     override: bool  # demos: chose the selection, not the task's fewshot_config
+    # hf-icl's own selections (balanced, bm25, topk, ...): their options, the shot counts and
+    # the config's seed, from which each demo seed's plan is drawn
+    planned: DemoOptions | None = None
+    shots: tuple[int, ...] = ()
+    base_seed: int = 0
 
     @property
     def demos_note(self) -> str:
         """How the demonstrations were chosen, for the report."""
+        if self.planned is not None:
+            return (f"{self.planned.selection} (order {self.planned.order}), hf-icl's selection "
+                    "over the task's few-shot pool (overrides its fewshot_config)")
         how = ("demos.selection (overrides the task's fewshot_config)" if self.override
                else "the task's fewshot_config")
         return f"{self.selection.resolved(self.task)}, from {how}"
 
     def selection_for(self, seed: int) -> DemoSelection:
+        if self.planned is not None:
+            return DemoSelection(self.planned.selection, seed, rows=self.plan(seed).rows)
         if self.selection.shared(self.task):
             return self.selection
         return DemoSelection(self.selection.selection, self.selection.seed + seed,
                              self.selection.indices)
 
+    def plan(self, seed: int, where: str = "demos"):
+        """hf-icl's demo plan for one seed: the few-shot pool and the documents as text."""
+        import numpy as np
+
+        from hf_icl.demos import SelectionContext, plan_demos
+        from hf_icl.episode import DemoPool, Episode
+
+        lm = self.task.task
+        pool = self.task.fewshot_pool()
+        demo_pool = DemoPool(x=[lm.doc_to_text(d) for d in pool],
+                             y=np.array([_label(lm, d) for d in pool], dtype=np.int64),
+                             ids=list(range(len(pool))),
+                             shares_queries=lm.fewshot_cfg.split == lm.config.test_split)
+        episode = Episode(task=self.task.name, family="lm_eval", task_id=0, demo_x=[],
+                          demo_y=np.zeros(0, dtype=np.int64),
+                          query_x=[lm.doc_to_text(d.doc) for d in self.docs],
+                          query_y=np.array([d.gold for d in self.docs], dtype=np.int64),
+                          num_classes=max(len(d.choices) for d in self.docs),
+                          query_ids=[d.doc_id for d in self.docs])
+        ctx = SelectionContext(self.task.name, demo_pool, episode, max(self.shots), seed,
+                               self.planned, where=where)
+        return plan_demos(ctx, list(self.shots), base_seed=self.base_seed)
+
     def num_seeds(self, config_seeds: int) -> int:
-        return 1 if self.selection.shared(self.task) else config_seeds
+        deterministic = self.planned is None and self.selection.shared(self.task)
+        return 1 if deterministic else config_seeds
+
+
+def _label(task, doc: dict) -> int:
+    """A pool document's gold choice index (what `balanced` balances)."""
+    target = task.doc_to_target(doc)
+    if isinstance(target, str):
+        choices = task.doc_to_choice(doc)
+        return choices.index(target) if target in choices else 0
+    return int(target)
 
 
 def is_lm_eval_entry(ref: Any) -> bool:
@@ -66,11 +109,14 @@ def _selection(options: DemoOptions | None, seed: int, where: Entry) -> DemoSele
     if options is None or options.default:
         return DemoSelection("task", seed)
     check_options(options, f"{where}.demos")
-    if options.selection not in LM_EVAL_SELECTIONS or options.order != "as_selected" \
-            or options.permutations != 1:
-        raise HfIclError(f"{where}.demos: lm-eval tasks support selection "
-                         f"{', '.join(LM_EVAL_SELECTIONS)} (order as_selected, permutations 1), "
-                         f"got selection {options.selection!r}, order {options.order!r}")
+    if options.permutations != 1:
+        raise HfIclError(f"{where}.demos.permutations: lm-eval tasks run their demonstrations "
+                         "in one order; set permutations: 1")
+    if options.selection not in LM_EVAL_SELECTIONS:
+        return DemoSelection(options.selection, seed)  # planned by hf-icl (LmEvalSource.plan)
+    if options.order != "as_selected":
+        raise HfIclError(f"{where}.demos.order: selection {options.selection!r} on an lm-eval "
+                         f"task keeps its order (as_selected), got {options.order!r}")
     indices: tuple[int, ...] = ()
     if options.selection == "fixed":
         from hf_icl.demos.selection import read_fixed
@@ -111,8 +157,15 @@ def prepare_lm_eval_entry(config, ref: dict, demos: DemoOptions | None,
             definition = TaskDef(name=task.name, family="lm_eval", source=name,
                                  description=f"lm-eval task {task.name}"
                                  + (f" (group {task.group})" if task.group else ""))
-            out.append((definition, LmEvalSource(task, docs, selection,
-                                                 selection.selection != "task")))
+            source = LmEvalSource(task, docs, selection, selection.selection != "task")
+            if selection.selection not in ("task", *LM_EVAL_SELECTIONS):
+                if task.output_type != "multiple_choice":
+                    raise HfIclError(f"demos.selection {selection.selection!r} applies to "
+                                     f"multiple-choice lm-eval tasks; {task.name!r} is "
+                                     f"{task.output_type}")
+                source.planned, source.shots, source.base_seed = demos, tuple(config.shots), config.seed
+                source.plan(0, where=f"{where}.demos")  # selection errors before the run
+            out.append((definition, source))
     return out
 
 
