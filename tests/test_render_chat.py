@@ -1,7 +1,6 @@
 """Chat prompts equal lm-eval's --apply_chat_template prompts token for token, and keep KV reuse."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
