@@ -159,6 +159,21 @@ def score_choice_curve(model, requests: dict[int, list[ChoiceRequest]], *,
             for k, reqs in sorted(requests.items())}
 
 
+def unconditional_scores(model, tokenizer, task: LmEvalTask, docs: list[McDocument], *,
+                         pack_tokens: int = 768) -> list[ChoiceScores]:
+    """Each choice's log-likelihood after an empty context (lm-eval's prefix token alone), for
+    lm-eval's acc_mutual_info; it does not depend on the shot count."""
+    encoder = LmEvalEncoder(tokenizer)
+    requests = []
+    for doc in docs:
+        pairs = encoder.encode([("", cont) for cont in mc_continuations(task, doc)])
+        if len({tuple(c) for c, _ in pairs}) != 1:  # a continuation's first token became context
+            raise HfIclError(f"lm-eval task {task.name!r}: document {doc.doc_id}: a choice starts "
+                             "with the prefix token; acc_mutual_info cannot share one context")
+        requests.append(ChoiceRequest(pairs[0][0], [p[1] for p in pairs]))
+    return score_choices(model, requests, pack_tokens=pack_tokens)
+
+
 def predictions(scores: ChoiceScores, choices: list[str]) -> tuple[int, int]:
     """lm-eval's acc and acc_norm predictions: argmax of the summed log-likelihood, and of it
     divided by the choice's length in characters."""

@@ -62,7 +62,11 @@ def test_evaluate_group_from_config(tmp_path, lm_eval_task_dir):
     assert row["query_id"] == 0 and len(row["loglikelihoods"]) == len(row["greedy"])
     assert {"pred", "pred_norm", "gold"} <= set(row)
     results = json.loads((out / "results.json").read_text())
-    assert {s["metric"] for s in results["summary"]} == {"accuracy", "acc_norm"}
+    metrics = {t: {s["metric"] for s in results["summary"] if s["task"] == t}
+               for t in ("mc_sum", "mc_words")}
+    assert metrics == {"mc_sum": {"accuracy", "acc_norm"},
+                       "mc_words": {"accuracy", "acc_norm", "acc_mutual_info"}}
+    assert "pred_mutual_info" in next(r for r in rows if r["task"] == "mc_words")
     assert results["tasks"]["mc_sum"]["demos"] == "first_n, from the task's fewshot_config"
     assert "## lm-eval tasks" in (out / "report.md").read_text()
 

@@ -13,6 +13,7 @@ from hf_icl.multiple_choice import (
     predictions,
     score_choices,
     score_lm_eval_task,
+    unconditional_scores,
 )
 
 SHOTS = [0, 2, 5]
@@ -42,12 +43,21 @@ def lm_eval_samples(model, tokenizer, folder, task: str, shots: int, limit: int,
     return sorted(out["samples"][task], key=lambda s: s["doc_id"])
 
 
-def assert_same_as_lm_eval(ours, samples, docs) -> None:
-    for doc, score, sample in zip(docs, ours, samples):
+def assert_same_as_lm_eval(ours, samples, docs, unconditional=None) -> None:
+    for q, (doc, score, sample) in enumerate(zip(docs, ours, samples)):
         assert sample["doc_id"] == doc.doc_id
-        theirs = np.array([r[0][0] for r in sample["resps"]])
+        n = len(doc.choices)
+        every = np.array([r[0][0] for r in sample["resps"]])
+        theirs = every[:n]
         np.testing.assert_allclose(score.loglikelihoods, theirs, atol=1e-4, rtol=0)
-        assert score.greedy == [bool(r[0][1]) for r in sample["resps"]]
+        assert score.greedy == [bool(r[0][1]) for r in sample["resps"][:n]]
+        if "acc_mutual_info" in sample:  # lm-eval scored each choice after an empty context too
+            prior = unconditional[q].loglikelihoods
+            np.testing.assert_allclose(prior, every[n:], atol=1e-4, rtol=0)
+            gain = np.sort(theirs - every[n:])[-2:]
+            if gain[1] - gain[0] > 1e-3:
+                pred = int(np.argmax(np.array(score.loglikelihoods) - prior))
+                assert float(pred == doc.gold) == sample["acc_mutual_info"]
         pred, pred_norm = predictions(score, doc.choices)
         top = np.sort(theirs)[-2:]
         if top[1] - top[0] > 1e-3:
@@ -59,7 +69,8 @@ def assert_same_as_lm_eval(ours, samples, docs) -> None:
 
 def test_group_matches_lm_eval(sharp_llama, lm_eval_task_dir):
     """A group of two subtasks (include:, !function process_docs and doc_to_text, Jinja, a
-    description; first_n and lm-eval's random sampler), per-document 3-5 multi-token choices."""
+    description; first_n and lm-eval's random sampler; acc_mutual_info on one), per-document
+    3-5 multi-token choices."""
     model, tokenizer = sharp_llama
     tasks = load_lm_eval_tasks(str(lm_eval_task_dir / "mc_group.yaml"))
     assert [(t.name, t.group, t.task_sampler) for t in tasks] == [
@@ -69,10 +80,12 @@ def test_group_matches_lm_eval(sharp_llama, lm_eval_task_dir):
         assert {len(d.choices) for d in docs} == {3, 4, 5}
         curve = score_lm_eval_task(model, tokenizer, task, docs, SHOTS, DemoSelection(),
                                    pack_tokens=256)
+        prior = unconditional_scores(model, tokenizer, task, docs)
         for k in SHOTS:
             samples = lm_eval_samples(model, tokenizer, lm_eval_task_dir, task.name, k, LIMIT)
             assert len(samples) == LIMIT
-            assert_same_as_lm_eval(curve[k], samples, docs)
+            assert ("acc_mutual_info" in samples[0]) == (task.name == "mc_words")
+            assert_same_as_lm_eval(curve[k], samples, docs, prior)
 
 
 def test_random_demos_replayed_per_shot_count(lm_eval_task_dir, tokenizer):

@@ -24,7 +24,8 @@ def metric_names(config, is_regression: bool, is_text: bool = False) -> list[str
 
 # lm-eval multiple-choice rows carry lm-eval's two predictions: acc (summed log-likelihood)
 # is hf-icl's accuracy; acc_norm is the accuracy of the length-normalised prediction.
-LM_EVAL_METRICS = {"accuracy": ("accuracy", "pred"), "acc_norm": ("accuracy", "pred_norm")}
+LM_EVAL_METRICS = {"accuracy": ("accuracy", "pred"), "acc_norm": ("accuracy", "pred_norm"),
+                   "acc_mutual_info": ("accuracy", "pred_mutual_info")}
 
 
 def _metric_field(name: str, rows: list[dict]) -> tuple[str, str]:
@@ -66,7 +67,7 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
     out = []
     for (model, task, shots), rs in groups.items():
         regression = isinstance(rs[0]["gold"], float)
-        names = list(LM_EVAL_METRICS) if "pred_norm" in rs[0] else \
+        names = [m for m, (_, f) in LM_EVAL_METRICS.items() if f in rs[0]] if "pred_norm" in rs[0] else \
             metric_names(config, regression, isinstance(rs[0]["gold"], str))
         for name in names:
             per_seed = _seed_values(name, rs)

@@ -200,12 +200,24 @@ def lm_eval_unit_rows(model, tokenizer, source: LmEvalSource, shots: list[int], 
 
     curve = score_lm_eval_task(model, tokenizer, source.task, source.docs, shots,
                                source.selection_for(seed), pack_tokens=pack_tokens)
+    unconditional = None
+    if "acc_mutual_info" in source.task.task._metric_fn_list:
+        from hf_icl.multiple_choice import unconditional_scores
+
+        unconditional = unconditional_scores(model, tokenizer, source.task, source.docs,
+                                             pack_tokens=pack_tokens)
     rows = []
     for k in shots:
         for q, (doc, scores) in enumerate(zip(source.docs, curve[k])):
             pred, pred_norm = predictions(scores, doc.choices)
-            rows.append({**base, "shots": k, "query": q, "query_id": doc.doc_id,
-                         "gold": doc.gold, "pred": pred, "pred_norm": pred_norm,
-                         "loglikelihoods": [round(v, 6) for v in scores.loglikelihoods],
-                         "greedy": scores.greedy})
+            row = {**base, "shots": k, "query": q, "query_id": doc.doc_id,
+                   "gold": doc.gold, "pred": pred, "pred_norm": pred_norm,
+                   "loglikelihoods": [round(v, 6) for v in scores.loglikelihoods],
+                   "greedy": scores.greedy}
+            if unconditional is not None:  # lm-eval's acc_mutual_info: log p(c|ctx) - log p(c)
+                prior = unconditional[q].loglikelihoods
+                gain = [a - b for a, b in zip(scores.loglikelihoods, prior)]
+                row["pred_mutual_info"] = max(range(len(gain)), key=gain.__getitem__)
+                row["loglikelihoods_unconditional"] = [round(v, 6) for v in prior]
+            rows.append(row)
     return rows
