@@ -50,11 +50,16 @@ class SelectionContext:
         """Query q's row id (its index when the sampler gives no ids)."""
         return int(self.episode.query_ids[q]) if self.episode.query_ids else q
 
+    def pool_note(self) -> str:
+        """Why a numeric family's pool is small: it is the episode's own draw."""
+        return (f" (task {self.task!r} draws fresh examples per episode, so the pool is the "
+                f"episode's own {len(self.pool)})") if self.pool.of_episode else ""
+
     def need(self, available: int, what: str = "") -> None:
         if available < self.shots:
             raise HfIclError(f"{self.where}: {self.shots} shots need {self.shots} demonstrations "
                              f"but the pool of task {self.task!r} has {available}"
-                             f"{what}; lower shots")
+                             f"{what}{self.pool_note()}; lower shots")
 
 
 @dataclass

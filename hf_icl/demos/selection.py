@@ -64,8 +64,8 @@ def balanced(ctx: SelectionContext) -> Selection:
         count = wanted.count(c)
         if count > len(members):
             raise HfIclError(f"{ctx.where}: balanced: {ctx.shots} shots need {count} examples "
-                             f"of class {c} but task {ctx.task!r}'s pool has {len(members)}; "
-                             "lower shots")
+                             f"of class {c} but task {ctx.task!r}'s pool has {len(members)}"
+                             f"{ctx.pool_note()}; lower shots")
         rows[c] = list(rng.permutation(members)[:count])
     return _shared([rows[c].pop(0) for c in wanted])
 
