@@ -66,8 +66,9 @@ def split_prompts(tokenizer, source: LmEvalSource, selection: DemoSelection,
     head = {j: next(iter(h)) for j, h in heads.items()}
     cuts = [len(head[j]) for j in range(shots + 1)]
     full = head[shots] + texts[0]
+    encoder = LmEvalEncoder(tokenizer)
     enc = tokenizer(full.rstrip(), return_offsets_mapping=True)
-    if enc.input_ids != LmEvalEncoder(tokenizer).encode([(full, "x")])[0][0]:
+    if enc.input_ids != encoder.encode([(full, "x")])[0][0]:
         raise HfIclError(f"{where}: the prompt's tokens differ from lm-eval's")
     offsets = enc.offset_mapping
     n_special = next(i for i, (start, end) in enumerate(offsets) if end > start)
@@ -83,8 +84,7 @@ def split_prompts(tokenizer, source: LmEvalSource, selection: DemoSelection,
     prefix_len = owner.index(shots) if shots in owner else len(owner)
     prefix = enc.input_ids[:prefix_len]
     queries = []
-    for p in prompts[shots]:
-        ids = LmEvalEncoder(tokenizer).encode([(p, "x")])[0][0]
+    for ids, _ in encoder.encode([(p, "x") for p in prompts[shots]]):
         if ids[:prefix_len] != prefix or len(ids) == prefix_len:
             raise HfIclError(f"{where}: documents' prompts do not share the demo tokens")
         queries.append(ids[prefix_len:])
@@ -93,10 +93,13 @@ def split_prompts(tokenizer, source: LmEvalSource, selection: DemoSelection,
 
 def _rows(base: dict, arm: str, shots: int, source: LmEvalSource,
           scores: list[ChoiceScores]) -> list[dict]:
-    return [{**base, "arm": arm, "shots": shots, "query": q, "query_id": doc.doc_id,
-             "pred": predictions(s, doc.choices)[0], "pred_norm": predictions(s, doc.choices)[1],
-             "gold": doc.gold, "scores": [round(v, 6) for v in s.loglikelihoods]}
-            for q, (doc, s) in enumerate(zip(source.docs, scores))]
+    rows = []
+    for q, (doc, s) in enumerate(zip(source.docs, scores)):
+        pred, pred_norm = predictions(s, doc.choices)
+        rows.append({**base, "arm": arm, "shots": shots, "query": q, "query_id": doc.doc_id,
+                     "pred": pred, "pred_norm": pred_norm, "gold": doc.gold,
+                     "scores": [round(v, 6) for v in s.loglikelihoods]})
+    return rows
 
 
 def lm_eval_compare_unit(run, source: LmEvalSource, unit, base: dict) -> list[dict]:
