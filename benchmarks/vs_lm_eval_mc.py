@@ -4,10 +4,12 @@ An lm-eval task YAML (four numeric answers per question, several tokens each und
 SmolLM2-135M float32, 100 documents, k ∈ {0, 1, 2, 4, 8, 16}, fixed first-n demonstrations
 (`fewshot_config: {sampler: first_n}`). hf-icl loads the same YAML through lm-eval's
 TaskManager and scores the whole curve in one call; lm-eval runs through its Python API at its
-best batch size (a sweep on the first 25 documents at 8 shots picks it). Each side runs in its
-own process with the model loaded before the clock starts.
+best batch size (a sweep on the first 25 documents at 8 shots picks it, or --batch-size
+skips the sweep). Each side runs in its own process with the model loaded before the clock
+starts; wall time and CPU time (all threads) are both measured: on a shared machine the CPU-time
+ratio is the steadier one.
 
-    python benchmarks/vs_lm_eval_mc.py [--docs 100]
+    python benchmarks/vs_lm_eval_mc.py [--docs 100] [--batch-size B]
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ metadata: {{version: 1.0}}
 """)
 
 
-def side_lm_eval(folder: Path, docs: int) -> dict:
+def side_lm_eval(folder: Path, docs: int, batch_size: int | None) -> dict:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -90,21 +92,22 @@ def side_lm_eval(folder: Path, docs: int) -> dict:
 
     def curve(batch_size: int, shots: list[int], limit: int) -> tuple[float, dict]:
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
-        start, out = time.perf_counter(), {}
+        start, cpu, out = time.perf_counter(), time.process_time(), {}
         for k in shots:
             res = lm_eval.simple_evaluate(model=lm, tasks=[TASK], num_fewshot=k, limit=limit,
                                           task_manager=manager, log_samples=True,
                                           verbosity="ERROR")
             samples = sorted(res["samples"][TASK], key=lambda s: s["doc_id"])
             out[k] = [[r[0][0] for r in s["resps"]] for s in samples]
+        out["cpu_seconds"] = time.process_time() - cpu
         return time.perf_counter() - start, out
 
-    sweep = {bs: curve(bs, [SWEEP_SHOTS], SWEEP_DOCS)[0] for bs in SWEEP}
-    best = min(sweep, key=sweep.get)
+    sweep = {} if batch_size else {bs: curve(bs, [SWEEP_SHOTS], SWEEP_DOCS)[0] for bs in SWEEP}
+    best = batch_size or min(sweep, key=sweep.get)
     tokens["count"] = 0
     seconds, lls = curve(best, SHOTS, docs)
-    return {"seconds": seconds, "lls": lls, "batch_size": best, "tokens": tokens["count"],
-            "sweep_seconds": sweep}
+    return {"seconds": seconds, "cpu_seconds": lls.pop("cpu_seconds"), "lls": lls,
+            "batch_size": best, "tokens": tokens["count"], "sweep_seconds": sweep}
 
 
 def side_hf_icl(folder: Path, docs: int) -> dict:
@@ -116,19 +119,21 @@ def side_hf_icl(folder: Path, docs: int) -> dict:
     task = load_lm_eval_tasks(str(folder / f"{TASK}.yaml"))[0]
     documents = mc_documents(task, docs)
     score_lm_eval_task(model, tok, task, documents[:4], [1], DemoSelection())  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     curve = score_lm_eval_task(model, tok, task, documents, SHOTS, DemoSelection())
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     encoder = LmEvalEncoder(tok)
     requests = {k: lm_eval_requests(task, documents, k, DemoSelection(), encoder) for k in SHOTS}
-    return {"seconds": seconds, "lls": {k: [s.loglikelihoods for s in v] for k, v in curve.items()},
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds,
+            "lls": {k: [s.loglikelihoods for s in v] for k, v in curve.items()},
             "tokens": scored_tokens(requests), "gold": [d.gold for d in documents],
             "choices": [d.choices for d in documents], "peak_rss_gb": peak_rss_gb()}
 
 
-def run_side(side: str, folder: Path, docs: int) -> dict:
+def run_side(side: str, folder: Path, docs: int, batch_size: int | None) -> dict:
     subprocess.run([sys.executable, __file__, "--side", side, "--workdir", str(folder),
-                    "--docs", str(docs)], check=True)
+                    "--docs", str(docs)] + (["--batch-size", str(batch_size)] if batch_size else []),
+                   check=True)
     return json.loads((folder / f"{side}.json").read_text())
 
 
@@ -166,25 +171,30 @@ def main() -> None:
     parser.add_argument("--side", choices=["hf_icl", "lm_eval"])
     parser.add_argument("--workdir")
     parser.add_argument("--docs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, help="lm-eval's batch size (skips the sweep)")
     args = parser.parse_args()
     if args.side:
         folder = Path(args.workdir)
-        side = side_hf_icl if args.side == "hf_icl" else side_lm_eval
-        (folder / f"{args.side}.json").write_text(json.dumps(side(folder, args.docs)))
+        result = side_hf_icl(folder, args.docs) if args.side == "hf_icl" else \
+            side_lm_eval(folder, args.docs, args.batch_size)
+        (folder / f"{args.side}.json").write_text(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_task(folder, args.docs)
-        ours = run_side("hf_icl", folder, args.docs)
-        theirs = run_side("lm_eval", folder, args.docs)
+        ours = run_side("hf_icl", folder, args.docs, args.batch_size)
+        theirs = run_side("lm_eval", folder, args.docs, args.batch_size)
     agree = compare(ours, theirs)
     figures = {"speedup": round(theirs["seconds"] / ours["seconds"], 2),
                "agreement": round(agree["agreement"], 4),
                "token_ratio": round(theirs["tokens"] / ours["tokens"], 2)}
     details = {"hf_icl_seconds": ours["seconds"], "lm_eval_seconds": theirs["seconds"],
+               "hf_icl_cpu_seconds": ours["cpu_seconds"], "lm_eval_cpu_seconds": theirs["cpu_seconds"],
+               "speedup_cpu_time": round(theirs["cpu_seconds"] / ours["cpu_seconds"], 2),
                "lm_eval_batch_size": theirs["batch_size"],
                "lm_eval_sweep_seconds": theirs["sweep_seconds"],
-               "lm_eval_sweep": f"{SWEEP_DOCS} documents at {SWEEP_SHOTS} shots",
+               "lm_eval_sweep": f"{SWEEP_DOCS} documents at {SWEEP_SHOTS} shots"
+               if theirs["sweep_seconds"] else "none (--batch-size)",
                "agreement_acc_norm": agree["agreement_norm"],
                "max_abs_loglikelihood_diff": agree["max_abs_loglikelihood_diff"],
                "acc": agree["acc"], "acc_norm": agree["acc_norm"],
