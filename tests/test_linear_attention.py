@@ -253,3 +253,10 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path, capsys, data
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("hf-icl: error: ") and message in err
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_every_configurable_architecture_has_a_builder():
+    from hf_icl.models.small import ARCHITECTURES
+    from hf_icl.models.small_config import ARCHITECTURE_NAMES
+
+    assert ARCHITECTURES.names() == sorted(ARCHITECTURE_NAMES)
