@@ -98,8 +98,8 @@ def _preconditioner_row(lsa, task, section) -> dict:
     a = lsa.preconditioner().detach().double().numpy()
     row = preconditioner_error(a, np.asarray(episodes[0].meta["input_cov"]))
     counts = sorted({*range(1, lsa.config.loops + 1), *lsa.config.eval_loops})
-    row["loops"] = {str(l): agreement(model_curve(lsa, x, y, l), preconditioned_gd_curve(x, y, a, l))
-                    for l in counts}
+    row["loops"] = {str(n): agreement(model_curve(lsa, x, y, n),
+                                      preconditioned_gd_curve(x, y, a, n)) for n in counts}
     return row
 
 
@@ -184,6 +184,6 @@ def report_lines(items: list[dict]) -> list[str]:
             lines += ["", "Predictions vs preconditioned GD with the read-off preconditioner, "
                       "same number of steps as loops:", "",
                       "| loops | cosine | relative difference |", "|---|---|---|"]
-            lines += [f"| {l} | {v['cosine']:.4f} | {v['relative_difference']:.4f} |"
-                      for l, v in sorted(item["loops"].items(), key=lambda kv: int(kv[0]))]
+            lines += [f"| {n} | {v['cosine']:.4f} | {v['relative_difference']:.4f} |"
+                      for n, v in sorted(item["loops"].items(), key=lambda kv: int(kv[0]))]
     return lines + [""]
