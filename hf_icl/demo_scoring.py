@@ -65,43 +65,75 @@ def _group(rendered: RenderedEpisode, shots: list[int], query: int, calibrate: b
     return Group(rendered.prefix_ids[: rendered.boundaries[max(shots)]], pieces)
 
 
+BATCH_ROWS = 8  # packed rows per forward: larger matmuls without a quadratic block-mask waste
+
+
+def _row_inputs(model, row: list[Group], cands: list[list[list[int]]]):
+    """Token ids, positions, 4D masks and per-segment read positions of one packed row."""
+    ids, reads, starts = [], [], []
+    for g, c in zip(row, cands):
+        ids += g.prefix
+        for seg, _, _ in g.pieces:
+            starts.append(len(ids))
+            ids += seg.ids
+        reads += _row_reads([seg for seg, _, _ in g.pieces], c)
+    pos, allowed = grouped_row([(len(g.prefix), [(cut, len(seg.ids)) for seg, cut, _ in
+                                                 g.pieces]) for g in row], model.device)
+    return ids, pos, allowed, [[s + p for p in r] for s, r in zip(starts, reads)]
+
+
+def _padded(model, rows: list[tuple]):
+    """Rows stacked into one batch, right-padded; a padding token sees only itself."""
+    width = max(len(ids) for ids, _, _, _ in rows)
+    device = model.device
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    pos = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    masks = []
+    for b, (row_ids, row_pos, allowed, _) in enumerate(rows):
+        n = len(row_ids)
+        ids[b, :n] = torch.tensor(row_ids, device=device)
+        pos[b, :n] = row_pos
+        full = torch.eye(width, dtype=torch.bool, device=device)
+        full[:n, :n] = allowed
+        masks.append(build_masks(model, full, pos[b], pos[b]))
+    if isinstance(masks[0], dict):
+        return ids, pos, {key: torch.cat([m[key] for m in masks]) for key in masks[0]}
+    return ids, pos, torch.cat(masks)
+
+
 def _score_groups(model, groups: list[Group], candidates: list[list[list[int]]],
                   out: dict[int, np.ndarray], free: dict[tuple[int, int], np.ndarray],
                   pack_tokens: int, length_normalise: bool) -> None:
-    """Forward packed rows of groups; fill out[k][query] and free[(group, k)] (content-free)."""
+    """Forward packed rows of groups, a batch of rows at a time; fill out[k][query] and
+    free[(group, k)] (content-free)."""
     device = model.device
-    for indices in pack_rows([g.length for g in groups], pack_tokens):
-        row = [groups[i] for i in indices]
-        ids, reads, starts = [], [], []
-        for g in row:
-            ids += g.prefix
-            for seg, _, _ in g.pieces:
-                starts.append(len(ids))
-                ids += seg.ids
-        for g, i in zip(row, indices):
-            reads += _row_reads([seg for seg, _, _ in g.pieces], candidates[i])
-        flat = [s + p for s, positions in zip(starts, reads) for p in positions]
-        pos, allowed = grouped_row([(len(g.prefix), [(cut, len(seg.ids)) for seg, cut, _ in
-                                                     g.pieces]) for g in row], device)
-        logits = model(input_ids=torch.tensor([ids], device=device), position_ids=pos[None],
-                       attention_mask=build_masks(model, allowed, pos, pos),
-                       logits_to_keep=torch.tensor(flat, device=device)).logits
-        logp = logits[0].float().log_softmax(-1)
-        at, r = 0, 0
-        for g, i in zip(row, indices):
-            for seg, _, k in g.pieces:
-                rows = logp[at: at + len(reads[r])]
-                at, r = at + len(reads[r]), r + 1
+    packed = pack_rows([g.length for g in groups], pack_tokens)
+    for first in range(0, len(packed), BATCH_ROWS):
+        batch = packed[first: first + BATCH_ROWS]
+        rows = [_row_inputs(model, [groups[i] for i in idx], [candidates[i] for i in idx])
+                for idx in batch]
+        keep = sorted({p for *_, reads in rows for r in reads for p in r})
+        column = {p: j for j, p in enumerate(keep)}
+        ids, pos, masks = _padded(model, rows)
+        logits = model(input_ids=ids, position_ids=pos, attention_mask=masks,
+                       logits_to_keep=torch.tensor(keep, device=device)).logits
+        logp = logits.float().log_softmax(-1)
+        for b, idx in enumerate(batch):
+            reads = iter(rows[b][3])
+            for i in idx:
                 cands = candidates[i]
-                target = out[k][seg.query] if seg.query >= 0 else \
-                    free.setdefault((i, k), np.zeros(len(cands)))
-                if seg.candidate is None:
-                    cand = torch.tensor([c[0] for c in cands], device=device)
-                    target[:] = rows[0, cand].double().cpu().numpy()
-                else:
-                    tokens = torch.tensor(cands[seg.candidate], device=device)
-                    lp = rows.gather(1, tokens[:, None]).sum().item()
-                    target[seg.candidate] = lp / len(tokens) if length_normalise else lp
+                for seg, _, k in groups[i].pieces:
+                    at = torch.tensor([column[p] for p in next(reads)], device=device)
+                    picked = logp[b, at]
+                    target = out[k][seg.query] if seg.query >= 0 else \
+                        free.setdefault((i, k), np.zeros(len(cands)))
+                    if seg.candidate is None:
+                        cand = torch.tensor([c[0] for c in cands], device=device)
+                        target[:] = picked[0, cand].double().cpu().numpy()
+                    else:
+                        tokens = torch.tensor(cands[seg.candidate], device=device)
+                        lp = picked.gather(1, tokens[:, None]).sum().item()
+                        target[seg.candidate] = lp / len(tokens) if length_normalise else lp
 
 
 def _log_normalise(scores: np.ndarray) -> np.ndarray:
