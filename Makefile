@@ -64,6 +64,7 @@ bench: $(BENCH_STAMP)
 
 lint: setup
 	$(BIN)/ruff check hf_icl tests benchmarks
+	$(BIN)/ruff format --check hf_icl tests benchmarks
 
 clean:
 	rm -rf $(VENV) $(LATEST) runs

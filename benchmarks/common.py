@@ -43,9 +43,15 @@ def main() -> None:
     import torch
 
     f32, bf16 = matmul_peak_gflops("float32"), matmul_peak_gflops("bfloat16")
-    report("common", {"matmul_float32_gflops": round(f32, 1), "matmul_bfloat16_gflops": round(bf16, 1),
-                      "bf16_over_f32": round(bf16 / f32, 2)},
-           {"size": 2048, "threads": torch.get_num_threads(), "torch": torch.__version__})
+    report(
+        "common",
+        {
+            "matmul_float32_gflops": round(f32, 1),
+            "matmul_bfloat16_gflops": round(bf16, 1),
+            "bf16_over_f32": round(bf16 / f32, 2),
+        },
+        {"size": 2048, "threads": torch.get_num_threads(), "torch": torch.__version__},
+    )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     others = " ".join(f"{name}={medians[name]:.2f}" for name in ARMS[1:])
-    print(f"RESULT ft_vs_icl_cost ratio={medians['dai']:.2f} {others} "
-          f"icl_s={result['icl_s']:.2f} shots={SHOTS} queries={QUERIES}")
+    print(
+        f"RESULT ft_vs_icl_cost ratio={medians['dai']:.2f} {others} "
+        f"icl_s={result['icl_s']:.2f} shots={SHOTS} queries={QUERIES}"
+    )
 
 
 if __name__ == "__main__":

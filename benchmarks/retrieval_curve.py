@@ -29,8 +29,14 @@ def plan_for(order: str, queries: int):
 
     _, sampler = load_task("sentiment")
     episode = sampler.episode(0, max(SHOTS), queries)
-    ctx = SelectionContext("sentiment", demo_pool(sampler, episode), episode, max(SHOTS), 0,
-                           DemoOptions(selection="topk", order=order))
+    ctx = SelectionContext(
+        "sentiment",
+        demo_pool(sampler, episode),
+        episode,
+        max(SHOTS),
+        0,
+        DemoOptions(selection="topk", order=order),
+    )
     return plan_demos(ctx, SHOTS)
 
 
@@ -52,14 +58,13 @@ def from_scratch(model, items, batch_size: int) -> dict[tuple[int, int], int]:
     order = sorted(range(len(items)), key=lambda i: len(items[i][2]))
     preds = {}
     for start in range(0, len(order), batch_size):
-        batch = [items[i] for i in order[start: start + batch_size]]
+        batch = [items[i] for i in order[start : start + batch_size]]
         width = max(len(ids) for _, _, ids, _ in batch)
         ids = torch.tensor([p + [0] * (width - len(p)) for _, _, p, _ in batch])
         mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for _, _, p, _ in batch])
         last = sorted({len(p) - 1 for _, _, p, _ in batch})
         column = {pos: i for i, pos in enumerate(last)}
-        logits = model(input_ids=ids, attention_mask=mask,
-                       logits_to_keep=torch.tensor(last)).logits
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.tensor(last)).logits
         for b, (q, k, p, cands) in enumerate(batch):
             preds[(q, k)] = int(torch.argmax(logits[b, column[len(p) - 1], cands]))
     return preds
@@ -91,9 +96,13 @@ def main() -> None:
     for name, plan in (("nearest_first", first), ("nearest_last", last)):
         scores, seconds = timed(score_plan, model, renderer, plan, SHOTS)
         groups, _ = query_groups(None, renderer, plan, SHOTS)
-        hf[name] = {"seconds": seconds, "tokens": sum(g.length for g in groups),
-                    "preds": {(q, k): int(np.argmax(scores[k][q])) for k in SHOTS
-                              for q in range(args.queries)}}
+        hf[name] = {
+            "seconds": seconds,
+            "tokens": sum(g.length for g in groups),
+            "preds": {
+                (q, k): int(np.argmax(scores[k][q])) for k in SHOTS for q in range(args.queries)
+            },
+        }
         print(f"hf-icl {name}: {seconds:.1f} s, {hf[name]['tokens']} tokens", flush=True)
 
     items = prompts(renderer, first)
@@ -101,42 +110,65 @@ def main() -> None:
     from_scratch(model, sample[:4], 4)  # warm-up
     sweep = {b: timed(from_scratch, model, sample, b)[1] for b in BATCH_SIZES}
     best = min(sweep, key=sweep.get)
-    print("baseline batch-size sweep (32 prompts): " +
-          ", ".join(f"{b}: {s:.1f} s" for b, s in sweep.items()), flush=True)
+    print(
+        "baseline batch-size sweep (32 prompts): "
+        + ", ".join(f"{b}: {s:.1f} s" for b, s in sweep.items()),
+        flush=True,
+    )
     base_preds, base_seconds = timed(from_scratch, model, items, best)
     base_tokens = sum(len(ids) for _, _, ids, _ in items)
     print(f"baseline (batch {best}): {base_seconds:.1f} s, {base_tokens} tokens", flush=True)
 
     last_items = prompts(renderer, last)
     last_preds, last_base_seconds = timed(from_scratch, model, last_items, best)
-    agree = float(np.mean([base_preds[key] == hf["nearest_first"]["preds"][key]
-                           for key in base_preds]))
-    agree_last = float(np.mean([last_preds[key] == hf["nearest_last"]["preds"][key]
-                                for key in last_preds]))
+    agree = float(
+        np.mean([base_preds[key] == hf["nearest_first"]["preds"][key] for key in base_preds])
+    )
+    agree_last = float(
+        np.mean([last_preds[key] == hf["nearest_last"]["preds"][key] for key in last_preds])
+    )
     gold = first.episode.query_y
-    accuracy = {order: {k: float(np.mean([hf[order]["preds"][(q, k)] == gold[q]
-                                            for q in range(args.queries)])) for k in SHOTS}
-                for order in hf}
+    accuracy = {
+        order: {
+            k: float(np.mean([hf[order]["preds"][(q, k)] == gold[q] for q in range(args.queries)]))
+            for k in SHOTS
+        }
+        for order in hf
+    }
     ratio = base_tokens / hf["nearest_first"]["tokens"]
     speedup = base_seconds / hf["nearest_first"]["seconds"]
-    report("retrieval_curve",
-           {"speedup": round(speedup, 2), "agreement": round(agree, 4),
+    report(
+        "retrieval_curve",
+        {
+            "speedup": round(speedup, 2),
+            "agreement": round(agree, 4),
             "token_ratio": round(ratio, 2),
-            "speedup_nearest_last": round(last_base_seconds / hf["nearest_last"]["seconds"], 2)},
-           {"queries": args.queries, "shots": SHOTS, "selection": "topk (all-MiniLM-L6-v2)",
+            "speedup_nearest_last": round(last_base_seconds / hf["nearest_last"]["seconds"], 2),
+        },
+        {
+            "queries": args.queries,
+            "shots": SHOTS,
+            "selection": "topk (all-MiniLM-L6-v2)",
             "selection_seconds": round(select_seconds, 2),
             "hf_icl_seconds": {o: round(hf[o]["seconds"], 1) for o in hf},
             "hf_icl_tokens": {o: hf[o]["tokens"] for o in hf},
-            "baseline_seconds": {"nearest_first": round(base_seconds, 1),
-                                 "nearest_last": round(last_base_seconds, 1)},
-            "baseline_tokens": {"nearest_first": base_tokens,
-                                "nearest_last": sum(len(i[2]) for i in last_items)},
+            "baseline_seconds": {
+                "nearest_first": round(base_seconds, 1),
+                "nearest_last": round(last_base_seconds, 1),
+            },
+            "baseline_tokens": {
+                "nearest_first": base_tokens,
+                "nearest_last": sum(len(i[2]) for i in last_items),
+            },
             "baseline_batch_size": best,
             "batch_size_sweep_seconds": {str(b): round(s, 2) for b, s in sweep.items()},
             "share_of_token_ratio": round(speedup / ratio, 3),
             "agreement_nearest_last": round(agree_last, 4),
-            "accuracy": accuracy, "peak_rss_gb": round(peak_rss_gb(), 2),
-            "threads": torch.get_num_threads()})
+            "accuracy": accuracy,
+            "peak_rss_gb": round(peak_rss_gb(), 2),
+            "threads": torch.get_num_threads(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -31,18 +31,37 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 CASES = {
-    "lora": {"config": {
-        "model": "smollm2-135m",
-        "tasks": [{"name": "digits_projected", "classes": [0, 1, 2], "as": "digits3"}],
-        "train": {"finetune": "lora", "batch_size": 4, "num_examples": 12, "lr": 1e-3,
-                  "max_grad_norm": None, "scheduler": "constant"}},
-        "warmup": 1, "timed": 3},
-    "small": {"config": {
-        "small_model": {},
-        "tasks": [{"name": "linear_regression", "dim": 5, "render": {"renderer": "embedding"}}],
-        "train": {"batch_size": 64, "num_examples": 20, "lr": 1e-3, "max_grad_norm": None,
-                  "scheduler": "constant"}},
-        "warmup": 2, "timed": 20},
+    "lora": {
+        "config": {
+            "model": "smollm2-135m",
+            "tasks": [{"name": "digits_projected", "classes": [0, 1, 2], "as": "digits3"}],
+            "train": {
+                "finetune": "lora",
+                "batch_size": 4,
+                "num_examples": 12,
+                "lr": 1e-3,
+                "max_grad_norm": None,
+                "scheduler": "constant",
+            },
+        },
+        "warmup": 1,
+        "timed": 3,
+    },
+    "small": {
+        "config": {
+            "small_model": {},
+            "tasks": [{"name": "linear_regression", "dim": 5, "render": {"renderer": "embedding"}}],
+            "train": {
+                "batch_size": 64,
+                "num_examples": 20,
+                "lr": 1e-3,
+                "max_grad_norm": None,
+                "scheduler": "constant",
+            },
+        },
+        "warmup": 2,
+        "timed": 20,
+    },
 }
 
 
@@ -69,8 +88,16 @@ def run_ours(case: str) -> list[tuple[int, float]]:
     steps = []
     for step in range(CASES[case]["warmup"] + CASES[case]["timed"]):
         start = time.perf_counter()
-        _, tokens = train_step(model, optimizer, scheduler, accelerator, tasks[0], step, section,
-                               step * section.batch_size)
+        _, tokens = train_step(
+            model,
+            optimizer,
+            scheduler,
+            accelerator,
+            tasks[0],
+            step,
+            section,
+            step * section.batch_size,
+        )
         steps.append((tokens, time.perf_counter() - start))
     return steps
 
@@ -93,12 +120,18 @@ def trainer_rows(case: str, tasks, section, count: int) -> tuple[list[dict], lis
     """The episodes of ``count`` steps as Trainer rows, and the tokens of each step."""
     rows, tokens = [], []
     for step in range(count):
-        batch = tasks[0].render(tasks[0].draw(step * section.batch_size, section.batch_size,
-                                              section.num_examples, "train"), False)
+        batch = tasks[0].render(
+            tasks[0].draw(
+                step * section.batch_size, section.batch_size, section.num_examples, "train"
+            ),
+            False,
+        )
         tokens.append(batch.num_tokens)
         if case == "small":
-            rows += [{"x": x.tolist(), "labels": y.tolist()}
-                     for x, y in zip(batch.inputs["x"], batch.inputs["labels"])]
+            rows += [
+                {"x": x.tolist(), "labels": y.tolist()}
+                for x, y in zip(batch.inputs["x"], batch.inputs["labels"])
+            ]
             continue
         ids = batch.inputs["input_ids"]
         for b in range(len(ids)):
@@ -129,8 +162,11 @@ def run_trainer(case: str) -> list[tuple[int, float]]:
     count = CASES[case]["warmup"] + CASES[case]["timed"]
     rows, tokens = trainer_rows(case, tasks, section, count)
     model = ReadInOutModel(learner) if case == "small" else learner.lm
-    collator = default_data_collator if case == "small" else \
-        DataCollatorForSeq2Seq(tokenizer, padding=True)
+    collator = (
+        default_data_collator
+        if case == "small"
+        else DataCollatorForSeq2Seq(tokenizer, padding=True)
+    )
     ends: list[float] = []
 
     class Clock(TrainerCallback):
@@ -144,30 +180,53 @@ def run_trainer(case: str) -> list[tuple[int, float]]:
             ends.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=section.batch_size,
-                                 max_steps=count, learning_rate=section.lr, lr_scheduler_type="constant",
-                                 weight_decay=0.0, max_grad_norm=0.0, report_to=[], save_strategy="no",
-                                 logging_strategy="no", use_cpu=True, train_sampling_strategy="sequential",
-                                 dataloader_num_workers=0, disable_tqdm=True)
-        Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                data_collator=collator, callbacks=[Clock()]).train()
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=section.batch_size,
+            max_steps=count,
+            learning_rate=section.lr,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            max_grad_norm=0.0,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            use_cpu=True,
+            train_sampling_strategy="sequential",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        Trainer(
+            model=model,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            data_collator=collator,
+            callbacks=[Clock()],
+        ).train()
     return list(zip(tokens, [b - a for a, b in zip(ends, ends[1:])]))
 
 
 def side(case: str, which: str) -> dict:
     steps = (run_ours if which == "ours" else run_trainer)(case)
-    timed = steps[CASES[case]["warmup"]:]
+    timed = steps[CASES[case]["warmup"] :]
     tokens = sum(t for t, _ in timed)
     seconds = sum(s for _, s in timed)
-    return {"tokens_per_s": tokens / seconds, "step_s": seconds / len(timed),
-            "tokens_per_step": tokens / len(timed),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "threads": torch.get_num_threads()}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "step_s": seconds / len(timed),
+        "tokens_per_step": tokens / len(timed),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def spawn(case: str, which: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--case", case, "--side", which],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--case", case, "--side", which],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         raise SystemExit(f"{case}/{which} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -184,17 +243,24 @@ def main() -> None:
     result = {"load_average_1min": os.getloadavg()[0], "torch": torch.__version__}
     for case in CASES:
         ours, trainer = spawn(case, "ours"), spawn(case, "trainer")
-        result[case] = {"hf_icl": ours, "trainer": trainer,
-                        "speedup": ours["tokens_per_s"] / trainer["tokens_per_s"],
-                        "rss_ratio": ours["peak_rss_mb"] / trainer["peak_rss_mb"]}
-        print(f"{case}: {ours['tokens_per_s']:.0f} vs {trainer['tokens_per_s']:.0f} tokens/s, "
-              f"peak RSS {ours['peak_rss_mb']:.0f} vs {trainer['peak_rss_mb']:.0f} MB")
+        result[case] = {
+            "hf_icl": ours,
+            "trainer": trainer,
+            "speedup": ours["tokens_per_s"] / trainer["tokens_per_s"],
+            "rss_ratio": ours["peak_rss_mb"] / trainer["peak_rss_mb"],
+        }
+        print(
+            f"{case}: {ours['tokens_per_s']:.0f} vs {trainer['tokens_per_s']:.0f} tokens/s, "
+            f"peak RSS {ours['peak_rss_mb']:.0f} vs {trainer['peak_rss_mb']:.0f} MB"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     lora = result["lora"]
-    print(f"RESULT train_throughput speedup={lora['speedup']:.3f} rss_ratio={lora['rss_ratio']:.3f} "
-          f"small_speedup={result['small']['speedup']:.3f} "
-          f"small_rss_ratio={result['small']['rss_ratio']:.3f}")
+    print(
+        f"RESULT train_throughput speedup={lora['speedup']:.3f} rss_ratio={lora['rss_ratio']:.3f} "
+        f"small_speedup={result['small']['speedup']:.3f} "
+        f"small_rss_ratio={result['small']['rss_ratio']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def task_yaml(folder: Path) -> None:
     (folder / "hf_icl_sentiment.yaml").write_text(f"""task: hf_icl_sentiment
 dataset_path: json
 dataset_kwargs:
-  data_files: {{train: {DATA / 'train.jsonl'}, test: {folder / 'test.jsonl'}}}
+  data_files: {{train: {DATA / "train.jsonl"}, test: {folder / "test.jsonl"}}}
 training_split: train
 fewshot_split: train
 test_split: test
@@ -77,10 +77,17 @@ def side_lm_eval(workdir: Path) -> dict:
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
         start, preds = time.perf_counter(), {}
         for k in shots:
-            out = lm_eval.simple_evaluate(model=lm, tasks=["hf_icl_sentiment"], num_fewshot=k,
-                                          task_manager=manager, log_samples=True,
-                                          random_seed=0, numpy_random_seed=0,
-                                          torch_random_seed=0, fewshot_random_seed=0)
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=["hf_icl_sentiment"],
+                num_fewshot=k,
+                task_manager=manager,
+                log_samples=True,
+                random_seed=0,
+                numpy_random_seed=0,
+                torch_random_seed=0,
+                fewshot_random_seed=0,
+            )
             preds[k] = lm_eval_predictions(out)
         return time.perf_counter() - start, preds
 
@@ -97,12 +104,33 @@ def side_lm_eval_cli(workdir: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     start = time.perf_counter()
     for k in SHOTS:
-        subprocess.run([str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "hf",
-                        "--model_args", f"pretrained={gguf.parent},gguf_file={gguf.name},dtype=float32",
-                        "--tasks", "hf_icl_sentiment", "--include_path", str(workdir),
-                        "--device", "cpu", "--batch_size", "8", "--seed", "0",
-                        "--num_fewshot", str(k), "--output_path", str(workdir / f"cli-{k}")],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "lm_eval"),
+                "run",
+                "--model",
+                "hf",
+                "--model_args",
+                f"pretrained={gguf.parent},gguf_file={gguf.name},dtype=float32",
+                "--tasks",
+                "hf_icl_sentiment",
+                "--include_path",
+                str(workdir),
+                "--device",
+                "cpu",
+                "--batch_size",
+                "8",
+                "--seed",
+                "0",
+                "--num_fewshot",
+                str(k),
+                "--output_path",
+                str(workdir / f"cli-{k}"),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
     return {"seconds": time.perf_counter() - start}
 
 
@@ -123,12 +151,17 @@ def side_hf_icl(queries: int) -> dict:
     from hf_icl.scoring import score_queries
 
     train, test = rows("train")[: max(SHOTS)], rows("test")[:queries]
-    episode = Episode(task="sentiment", family="text_classification", task_id=0,
-                      demo_x=[TEMPLATE.format(**r) for r in train],
-                      demo_y=np.array([r["label"] for r in train]),
-                      query_x=[TEMPLATE.format(**r) for r in test],
-                      query_y=np.array([r["label"] for r in test]), num_classes=2,
-                      label_words=WORDS)
+    episode = Episode(
+        task="sentiment",
+        family="text_classification",
+        task_id=0,
+        demo_x=[TEMPLATE.format(**r) for r in train],
+        demo_y=np.array([r["label"] for r in train]),
+        query_x=[TEMPLATE.format(**r) for r in test],
+        query_y=np.array([r["label"] for r in test]),
+        num_classes=2,
+        label_words=WORDS,
+    )
     out = {}
     for dtype in ("float32", "bfloat16"):
         model, tok = load_model(ModelSpec(spec="smollm2-135m", dtype=dtype))
@@ -138,11 +171,17 @@ def side_hf_icl(queries: int) -> dict:
         scores = score_queries(model, rendered, SHOTS)
         seconds = time.perf_counter() - start
         tokens = rendered.boundaries[max(SHOTS)] + sum(
-            len(q) for k in SHOTS for q in (rendered.query_ids if k else rendered.query_ids_alone))
+            len(q) for k in SHOTS for q in (rendered.query_ids if k else rendered.query_ids_alone)
+        )
         flops = model_flops(model, tokens, reads=queries * len(SHOTS))
         peak = matmul_peak_gflops(dtype)
-        out[dtype] = {"seconds": seconds, "preds": {k: scores[k].argmax(1).tolist() for k in SHOTS},
-                      "tokens": tokens, "gflops": flops / seconds / 1e9, "peak_gflops": peak}
+        out[dtype] = {
+            "seconds": seconds,
+            "preds": {k: scores[k].argmax(1).tolist() for k in SHOTS},
+            "tokens": tokens,
+            "gflops": flops / seconds / 1e9,
+            "peak_gflops": peak,
+        }
         del model
     out["gold"] = [r["label"] for r in test]
     out["peak_rss_gb"] = peak_rss_gb()
@@ -151,8 +190,19 @@ def side_hf_icl(queries: int) -> dict:
 
 def run_side(side: str, workdir: Path, queries: int) -> dict:
     out = workdir / f"{side}.json"
-    subprocess.run([sys.executable, __file__, "--side", side, "--workdir", str(workdir),
-                    "--queries", str(queries)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--workdir",
+            str(workdir),
+            "--queries",
+            str(queries),
+        ],
+        check=True,
+    )
     return json.loads(out.read_text())
 
 
@@ -178,15 +228,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.side:
         workdir = Path(args.workdir)
-        result = {"hf_icl": lambda: side_hf_icl(args.queries),
-                  "lm_eval": lambda: side_lm_eval(workdir),
-                  "lm_eval_cli": lambda: side_lm_eval_cli(workdir)}[args.side]()
+        result = {
+            "hf_icl": lambda: side_hf_icl(args.queries),
+            "lm_eval": lambda: side_lm_eval(workdir),
+            "lm_eval_cli": lambda: side_lm_eval_cli(workdir),
+        }[args.side]()
         (workdir / f"{args.side}.json").write_text(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "test.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in rows("test")[: args.queries]))
+            "".join(json.dumps(r) + "\n" for r in rows("test")[: args.queries])
+        )
         task_yaml(workdir)
         ours = run_side("hf_icl", workdir, args.queries)
         theirs = run_side("lm_eval", workdir, args.queries)
@@ -200,8 +253,10 @@ def main() -> None:
         "agreement_bf16": round(agreement(bf16["preds"], theirs["preds"]), 4),
     }
     details = {
-        "hf_icl_seconds": f32["seconds"], "hf_icl_bf16_seconds": bf16["seconds"],
-        "lm_eval_seconds": theirs["seconds"], "lm_eval_batch_size": theirs["batch_size"],
+        "hf_icl_seconds": f32["seconds"],
+        "hf_icl_bf16_seconds": bf16["seconds"],
+        "lm_eval_seconds": theirs["seconds"],
+        "lm_eval_batch_size": theirs["batch_size"],
         "lm_eval_sweep_seconds_at_k8": theirs["sweep_seconds_at_k8"],
         "lm_eval_cli_seconds": cli["seconds"] if cli else None,
         "accuracy_hf_icl": accuracy(f32["preds"], gold),
@@ -212,7 +267,9 @@ def main() -> None:
         "flops_utilisation_bf16": bf16["gflops"] / bf16["peak_gflops"],
         "gflops": {"float32": f32["gflops"], "bfloat16": bf16["gflops"]},
         "matmul_peak_gflops": {"float32": f32["peak_gflops"], "bfloat16": bf16["peak_gflops"]},
-        "hf_icl_peak_rss_gb": ours["peak_rss_gb"], "queries": args.queries, "shots": SHOTS,
+        "hf_icl_peak_rss_gb": ours["peak_rss_gb"],
+        "queries": args.queries,
+        "shots": SHOTS,
     }
     for key, value in details.items():
         print(f"{key}: {value}")

@@ -36,11 +36,33 @@ SWEEP_SHOTS = 8
 SWEEP_QUERIES = 32  # the batch-size sweep runs on the first 32 queries (the machine is shared)
 BATCH = 32  # hf-icl: queries decoded together
 TEMPLATE = "Question: {question}\nAnswer:"
-NAMES = ["Ana", "Ben", "Chloe", "David", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jonas",
-         "Keiko", "Liam", "Maya", "Noah", "Olga", "Pedro"]
+NAMES = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "David",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Keiko",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pedro",
+]
 ITEMS = ["apples", "pencils", "marbles", "stickers", "books", "cookies", "shells", "coins"]
-PLACES = ["at the market", "from a friend", "at the school fair", "in the garden",
-          "after lunch", "on the way home"]
+PLACES = [
+    "at the market",
+    "from a friend",
+    "at the school fair",
+    "in the garden",
+    "after lunch",
+    "on the way home",
+]
 
 
 def problems(count: int, seed: int = 0) -> list[dict]:
@@ -65,7 +87,7 @@ def task_yaml(folder: Path) -> None:
     (folder / "hf_icl_arith.yaml").write_text(f"""task: hf_icl_arith
 dataset_path: json
 dataset_kwargs:
-  data_files: {{train: {folder / 'train.jsonl'}, test: {folder / 'test.jsonl'}}}
+  data_files: {{train: {folder / "train.jsonl"}, test: {folder / "test.jsonl"}}}
 training_split: train
 fewshot_split: train
 test_split: test
@@ -119,16 +141,25 @@ def side_lm_eval(workdir: Path) -> dict:
     model, tok = load_model("smollm2-135m")
     manager = TaskManager(include_path=str(workdir))
 
-    def curve(batch_size: int, shots: list[int], limit: int | None = None
-              ) -> tuple[float, dict, ForwardClock]:
+    def curve(
+        batch_size: int, shots: list[int], limit: int | None = None
+    ) -> tuple[float, dict, ForwardClock]:
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
         clock = ForwardClock(lm.model)
         start, outputs = time.perf_counter(), {}
         for k in shots:
-            out = lm_eval.simple_evaluate(model=lm, tasks=["hf_icl_arith"], num_fewshot=k,
-                                          task_manager=manager, log_samples=True, limit=limit,
-                                          random_seed=0, numpy_random_seed=0,
-                                          torch_random_seed=0, fewshot_random_seed=0)
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=["hf_icl_arith"],
+                num_fewshot=k,
+                task_manager=manager,
+                log_samples=True,
+                limit=limit,
+                random_seed=0,
+                numpy_random_seed=0,
+                torch_random_seed=0,
+                fewshot_random_seed=0,
+            )
             samples = sorted(out["samples"]["hf_icl_arith"], key=lambda s: s["doc_id"])
             outputs[k] = [s["resps"][0][0] for s in samples]
         return time.perf_counter() - start, outputs, clock
@@ -140,8 +171,14 @@ def side_lm_eval(workdir: Path) -> dict:
         model._forward_pre_hooks.clear()
     best = min(sweep, key=sweep.get)
     seconds, outputs, clock = curve(best, SHOTS)
-    return {"seconds": seconds, "outputs": outputs, "batch_size": best, "sweep_seconds_at_k8": sweep,
-            "forward_seconds": clock.seconds, "forward_tokens": clock.tokens}
+    return {
+        "seconds": seconds,
+        "outputs": outputs,
+        "batch_size": best,
+        "sweep_seconds_at_k8": sweep,
+        "forward_seconds": clock.seconds,
+        "forward_tokens": clock.tokens,
+    }
 
 
 def side_hf_icl(workdir: Path) -> dict:
@@ -154,31 +191,53 @@ def side_hf_icl(workdir: Path) -> dict:
     from hf_icl.render.generation import render_generation
 
     train, test = (read(workdir / f"{s}.jsonl") for s in ("train", "test"))
-    episode = Episode(task="arith", family="generation", task_id=0,
-                      demo_x=[TEMPLATE.format(**r) for r in train[: max(SHOTS)]],
-                      demo_y=np.array([r["answer"] for r in train[: max(SHOTS)]], dtype=object),
-                      query_x=[TEMPLATE.format(**r) for r in test],
-                      query_y=np.array([r["answer"] for r in test], dtype=object))
+    episode = Episode(
+        task="arith",
+        family="generation",
+        task_id=0,
+        demo_x=[TEMPLATE.format(**r) for r in train[: max(SHOTS)]],
+        demo_y=np.array([r["answer"] for r in train[: max(SHOTS)]], dtype=object),
+        query_x=[TEMPLATE.format(**r) for r in test],
+        query_y=np.array([r["answer"] for r in test], dtype=object),
+    )
     model, tok = load_model("smollm2-135m")
     prompts = render_generation(TextRenderer(tok), episode)
     warm = dataclasses.replace(prompts, query_ids=prompts.query_ids[:BATCH])
-    generate_queries(model, tok, warm, [SWEEP_SHOTS], until=UNTIL, max_new_tokens=MAX_NEW_TOKENS,
-                     batch_size=BATCH)  # warm-up (lm-eval's is its batch-size sweep)
+    generate_queries(
+        model,
+        tok,
+        warm,
+        [SWEEP_SHOTS],
+        until=UNTIL,
+        max_new_tokens=MAX_NEW_TOKENS,
+        batch_size=BATCH,
+    )  # warm-up (lm-eval's is its batch-size sweep)
     clock = ForwardClock(model)
     start = time.perf_counter()
-    gens = generate_queries(model, tok, prompts, SHOTS, until=UNTIL,
-                            max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH)
+    gens = generate_queries(
+        model, tok, prompts, SHOTS, until=UNTIL, max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH
+    )
     seconds = time.perf_counter() - start
     demo_tokens = [b - a for a, b in zip(prompts.boundaries, prompts.boundaries[1:])]
-    full_tokens = sum(prompts.boundaries[k] + len(q) for k in SHOTS
-                      for q in (prompts.query_ids if k else prompts.query_ids_alone))
-    return {"seconds": seconds, "outputs": {k: [g.text for g in gens[k]] for k in SHOTS},
-            "answer_tokens": [len(g.tokens) for k in SHOTS for g in gens[k]],
-            "targets": prompts.targets, "forward_seconds": clock.seconds,
-            "forward_tokens": clock.tokens, "full_prompt_tokens": full_tokens,
-            "demo_tokens": demo_tokens,
-            "target_tokens": [len(tok(" " + t, add_special_tokens=False).input_ids) for t in prompts.targets],
-            "peak_rss_gb": peak_rss_gb()}
+    full_tokens = sum(
+        prompts.boundaries[k] + len(q)
+        for k in SHOTS
+        for q in (prompts.query_ids if k else prompts.query_ids_alone)
+    )
+    return {
+        "seconds": seconds,
+        "outputs": {k: [g.text for g in gens[k]] for k in SHOTS},
+        "answer_tokens": [len(g.tokens) for k in SHOTS for g in gens[k]],
+        "targets": prompts.targets,
+        "forward_seconds": clock.seconds,
+        "forward_tokens": clock.tokens,
+        "full_prompt_tokens": full_tokens,
+        "demo_tokens": demo_tokens,
+        "target_tokens": [
+            len(tok(" " + t, add_special_tokens=False).input_ids) for t in prompts.targets
+        ],
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
 def read(path: Path) -> list[dict]:
@@ -186,7 +245,9 @@ def read(path: Path) -> list[dict]:
 
 
 def run_side(side: str, workdir: Path) -> dict:
-    subprocess.run([sys.executable, __file__, "--side", side, "--workdir", str(workdir)], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--side", side, "--workdir", str(workdir)], check=True
+    )
     return json.loads((workdir / f"{side}.json").read_text())
 
 
@@ -204,38 +265,58 @@ def main() -> None:
     rows = problems(max(SHOTS) + args.queries)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for split, part in (("train", rows[: max(SHOTS)]), ("test", rows[max(SHOTS):])):
+        for split, part in (("train", rows[: max(SHOTS)]), ("test", rows[max(SHOTS) :])):
             (workdir / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
         task_yaml(workdir)
         ours = run_side("hf_icl", workdir)
         theirs = run_side("lm_eval", workdir)
-    pairs = [(a, b) for k in SHOTS for a, b in zip(ours["outputs"][str(k)], theirs["outputs"][str(k)])]
+    pairs = [
+        (a, b) for k in SHOTS for a, b in zip(ours["outputs"][str(k)], theirs["outputs"][str(k)])
+    ]
     agreement = sum(a == b for a, b in pairs) / len(pairs)
-    exact = {k: sum(o.strip() == t for o, t in zip(ours["outputs"][str(k)], ours["targets"]))
-             / len(ours["targets"]) for k in SHOTS}
+    exact = {
+        k: sum(o.strip() == t for o, t in zip(ours["outputs"][str(k)], ours["targets"]))
+        / len(ours["targets"])
+        for k in SHOTS
+    }
     prefill_ratio = theirs["forward_tokens"]["prefill"] / ours["forward_tokens"]["prefill"]
-    figures = {"speedup": round(theirs["seconds"] / ours["seconds"], 2),
-               "agreement": round(agreement, 4),
-               "token_ratio": round(ours["full_prompt_tokens"] / ours["forward_tokens"]["prefill"], 2)}
+    figures = {
+        "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+        "agreement": round(agreement, 4),
+        "token_ratio": round(ours["full_prompt_tokens"] / ours["forward_tokens"]["prefill"], 2),
+    }
     details = {
-        "hf_icl_seconds": ours["seconds"], "lm_eval_seconds": theirs["seconds"],
-        "lm_eval_batch_size": theirs["batch_size"], "hf_icl_batch_size": BATCH,
+        "hf_icl_seconds": ours["seconds"],
+        "lm_eval_seconds": theirs["seconds"],
+        "lm_eval_batch_size": theirs["batch_size"],
+        "hf_icl_batch_size": BATCH,
         "lm_eval_sweep_seconds_at_k8_32_queries": theirs["sweep_seconds_at_k8"],
-        "prefill_seconds": {"hf_icl": ours["forward_seconds"]["prefill"],
-                            "lm_eval": theirs["forward_seconds"]["prefill"]},
-        "decode_seconds": {"hf_icl": ours["forward_seconds"]["decode"],
-                           "lm_eval": theirs["forward_seconds"]["decode"]},
-        "prefill_tokens": {"hf_icl": ours["forward_tokens"]["prefill"],
-                           "lm_eval_with_padding": theirs["forward_tokens"]["prefill"],
-                           "full_prompts_without_padding": ours["full_prompt_tokens"]},
+        "prefill_seconds": {
+            "hf_icl": ours["forward_seconds"]["prefill"],
+            "lm_eval": theirs["forward_seconds"]["prefill"],
+        },
+        "decode_seconds": {
+            "hf_icl": ours["forward_seconds"]["decode"],
+            "lm_eval": theirs["forward_seconds"]["decode"],
+        },
+        "prefill_tokens": {
+            "hf_icl": ours["forward_tokens"]["prefill"],
+            "lm_eval_with_padding": theirs["forward_tokens"]["prefill"],
+            "full_prompts_without_padding": ours["full_prompt_tokens"],
+        },
         "prefill_token_ratio_with_lm_eval_padding": round(prefill_ratio, 2),
-        "decode_token_rows": {"hf_icl": ours["forward_tokens"]["decode"],
-                              "lm_eval": theirs["forward_tokens"]["decode"]},
+        "decode_token_rows": {
+            "hf_icl": ours["forward_tokens"]["decode"],
+            "lm_eval": theirs["forward_tokens"]["decode"],
+        },
         "exact_match_hf_icl": exact,
         "demo_tokens": {"min": min(ours["demo_tokens"]), "max": max(ours["demo_tokens"])},
         "answer_tokens_max": max(ours["target_tokens"]),
         "disagreements": [(a, b) for a, b in pairs if a != b][:10],
-        "queries": args.queries, "shots": SHOTS, "until": UNTIL, "max_new_tokens": MAX_NEW_TOKENS,
+        "queries": args.queries,
+        "shots": SHOTS,
+        "until": UNTIL,
+        "max_new_tokens": MAX_NEW_TOKENS,
         "hf_icl_peak_rss_gb": ours["peak_rss_gb"],
     }
     for key, value in details.items():

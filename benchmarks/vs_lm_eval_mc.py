@@ -49,12 +49,13 @@ def rows(count: int, seed: int) -> list[dict]:
 
 def write_task(folder: Path, docs: int) -> None:
     for split, count, seed in (("train", max(SHOTS), 0), ("test", docs, 1)):
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n"
-                                                       for r in rows(count, seed)))
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows(count, seed))
+        )
     (folder / f"{TASK}.yaml").write_text(f"""task: {TASK}
 dataset_path: json
 dataset_kwargs:
-  data_files: {{train: {folder / 'train.jsonl'}, test: {folder / 'test.jsonl'}}}
+  data_files: {{train: {folder / "train.jsonl"}, test: {folder / "test.jsonl"}}}
 training_split: train
 fewshot_split: train
 test_split: test
@@ -94,9 +95,15 @@ def side_lm_eval(folder: Path, docs: int, batch_size: int | None) -> dict:
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
         start, cpu, out = time.perf_counter(), time.process_time(), {}
         for k in shots:
-            res = lm_eval.simple_evaluate(model=lm, tasks=[TASK], num_fewshot=k, limit=limit,
-                                          task_manager=manager, log_samples=True,
-                                          verbosity="ERROR")
+            res = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[TASK],
+                num_fewshot=k,
+                limit=limit,
+                task_manager=manager,
+                log_samples=True,
+                verbosity="ERROR",
+            )
             samples = sorted(res["samples"][TASK], key=lambda s: s["doc_id"])
             out[k] = [[r[0][0] for r in s["resps"]] for s in samples]
         out["cpu_seconds"] = time.process_time() - cpu
@@ -106,8 +113,14 @@ def side_lm_eval(folder: Path, docs: int, batch_size: int | None) -> dict:
     best = batch_size or min(sweep, key=sweep.get)
     tokens["count"] = 0
     seconds, lls = curve(best, SHOTS, docs)
-    return {"seconds": seconds, "cpu_seconds": lls.pop("cpu_seconds"), "lls": lls,
-            "batch_size": best, "tokens": tokens["count"], "sweep_seconds": sweep}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": lls.pop("cpu_seconds"),
+        "lls": lls,
+        "batch_size": best,
+        "tokens": tokens["count"],
+        "sweep_seconds": sweep,
+    }
 
 
 def side_hf_icl(folder: Path, docs: int) -> dict:
@@ -124,16 +137,23 @@ def side_hf_icl(folder: Path, docs: int) -> dict:
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     encoder = LmEvalEncoder(tok)
     requests = {k: lm_eval_requests(task, documents, k, DemoSelection(), encoder) for k in SHOTS}
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds,
-            "lls": {k: [s.loglikelihoods for s in v] for k, v in curve.items()},
-            "tokens": scored_tokens(requests), "gold": [d.gold for d in documents],
-            "choices": [d.choices for d in documents], "peak_rss_gb": peak_rss_gb()}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "lls": {k: [s.loglikelihoods for s in v] for k, v in curve.items()},
+        "tokens": scored_tokens(requests),
+        "gold": [d.gold for d in documents],
+        "choices": [d.choices for d in documents],
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
 def run_side(side: str, folder: Path, docs: int, batch_size: int | None) -> dict:
-    subprocess.run([sys.executable, __file__, "--side", side, "--workdir", str(folder),
-                    "--docs", str(docs)] + (["--batch-size", str(batch_size)] if batch_size else []),
-                   check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--side", side, "--workdir", str(folder), "--docs", str(docs)]
+        + (["--batch-size", str(batch_size)] if batch_size else []),
+        check=True,
+    )
     return json.loads((folder / f"{side}.json").read_text())
 
 
@@ -149,8 +169,9 @@ def compare(ours: dict, theirs: dict) -> dict:
     acc_norm = {"hf_icl": {}, "lm_eval": {}}
     for k in SHOTS:
         right = {"hf_icl": [0, 0], "lm_eval": [0, 0]}
-        for a, b, choices, gold in zip(ours["lls"][str(k)], theirs["lls"][str(k)],
-                                       ours["choices"], ours["gold"]):
+        for a, b, choices, gold in zip(
+            ours["lls"][str(k)], theirs["lls"][str(k)], ours["choices"], ours["gold"]
+        ):
             pa, pb = predictions(a, choices), predictions(b, choices)
             same += pa[0] == pb[0]
             same_norm += pa[1] == pb[1]
@@ -162,8 +183,13 @@ def compare(ours: dict, theirs: dict) -> dict:
         for side in right:
             acc[side][k] = right[side][0] / len(ours["gold"])
             acc_norm[side][k] = right[side][1] / len(ours["gold"])
-    return {"agreement": same / total, "agreement_norm": same_norm / total,
-            "max_abs_loglikelihood_diff": worst, "acc": acc, "acc_norm": acc_norm}
+    return {
+        "agreement": same / total,
+        "agreement_norm": same_norm / total,
+        "max_abs_loglikelihood_diff": worst,
+        "acc": acc,
+        "acc_norm": acc_norm,
+    }
 
 
 def main() -> None:
@@ -175,8 +201,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.side:
         folder = Path(args.workdir)
-        result = side_hf_icl(folder, args.docs) if args.side == "hf_icl" else \
-            side_lm_eval(folder, args.docs, args.batch_size)
+        result = (
+            side_hf_icl(folder, args.docs)
+            if args.side == "hf_icl"
+            else side_lm_eval(folder, args.docs, args.batch_size)
+        )
         (folder / f"{args.side}.json").write_text(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,22 +214,33 @@ def main() -> None:
         ours = run_side("hf_icl", folder, args.docs, args.batch_size)
         theirs = run_side("lm_eval", folder, args.docs, args.batch_size)
     agree = compare(ours, theirs)
-    figures = {"speedup": round(theirs["seconds"] / ours["seconds"], 2),
-               "agreement": round(agree["agreement"], 4),
-               "token_ratio": round(theirs["tokens"] / ours["tokens"], 2)}
-    details = {"hf_icl_seconds": ours["seconds"], "lm_eval_seconds": theirs["seconds"],
-               "hf_icl_cpu_seconds": ours["cpu_seconds"], "lm_eval_cpu_seconds": theirs["cpu_seconds"],
-               "speedup_cpu_time": round(theirs["cpu_seconds"] / ours["cpu_seconds"], 2),
-               "lm_eval_batch_size": theirs["batch_size"],
-               "lm_eval_sweep_seconds": theirs["sweep_seconds"],
-               "lm_eval_sweep": f"{SWEEP_DOCS} documents at {SWEEP_SHOTS} shots"
-               if theirs["sweep_seconds"] else "none (--batch-size)",
-               "agreement_acc_norm": agree["agreement_norm"],
-               "max_abs_loglikelihood_diff": agree["max_abs_loglikelihood_diff"],
-               "acc": agree["acc"], "acc_norm": agree["acc_norm"],
-               "hf_icl_tokens": ours["tokens"], "lm_eval_tokens": theirs["tokens"],
-               "hf_icl_peak_rss_gb": ours["peak_rss_gb"], "documents": args.docs,
-               "shots": SHOTS, "model": "smollm2-135m float32"}
+    figures = {
+        "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+        "agreement": round(agree["agreement"], 4),
+        "token_ratio": round(theirs["tokens"] / ours["tokens"], 2),
+    }
+    details = {
+        "hf_icl_seconds": ours["seconds"],
+        "lm_eval_seconds": theirs["seconds"],
+        "hf_icl_cpu_seconds": ours["cpu_seconds"],
+        "lm_eval_cpu_seconds": theirs["cpu_seconds"],
+        "speedup_cpu_time": round(theirs["cpu_seconds"] / ours["cpu_seconds"], 2),
+        "lm_eval_batch_size": theirs["batch_size"],
+        "lm_eval_sweep_seconds": theirs["sweep_seconds"],
+        "lm_eval_sweep": f"{SWEEP_DOCS} documents at {SWEEP_SHOTS} shots"
+        if theirs["sweep_seconds"]
+        else "none (--batch-size)",
+        "agreement_acc_norm": agree["agreement_norm"],
+        "max_abs_loglikelihood_diff": agree["max_abs_loglikelihood_diff"],
+        "acc": agree["acc"],
+        "acc_norm": agree["acc_norm"],
+        "hf_icl_tokens": ours["tokens"],
+        "lm_eval_tokens": theirs["tokens"],
+        "hf_icl_peak_rss_gb": ours["peak_rss_gb"],
+        "documents": args.docs,
+        "shots": SHOTS,
+        "model": "smollm2-135m float32",
+    }
     for key, value in details.items():
         print(f"{key}: {value}")
     report("vs_lm_eval_mc", figures, details)

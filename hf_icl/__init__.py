@@ -92,15 +92,28 @@ if TYPE_CHECKING:
     from hf_icl.tasks import load_task
 
 
-def run(config: str | Path, *, job: str | None = None, overrides: Sequence[str] = (),
-        out: str | None = None, overwrite: bool = False, progress: bool = True) -> dict | None:
+def run(
+    config: str | Path,
+    *,
+    job: str | None = None,
+    overrides: Sequence[str] = (),
+    out: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict | None:
     """Run a config file or built-in config name exactly as `hf-icl run` (or `hf-icl JOB`)
     does — same checks, results folder and resume — and return the job's results."""
     from hf_icl.jobs.runner import run_config
     from hf_icl.runtime import JobOptions
 
-    return run_config(config, job=job, overrides=overrides, out=out, overwrite=overwrite,
-                      options=JobOptions(progress=progress))
+    return run_config(
+        config,
+        job=job,
+        overrides=overrides,
+        out=out,
+        overwrite=overwrite,
+        options=JobOptions(progress=progress),
+    )
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -36,9 +36,11 @@ from hf_icl.packing import build_masks, pack_rows, packed_row
 class Captured:
     """Per-query records at p*; L layers, H heads, J demonstration tokens."""
 
-    outputs: np.ndarray               # (N, L, hidden) attention output after o_proj, before the residual
-    query_scores: list[np.ndarray]    # per query (L, H, own tokens) raw scores p* → the query's tokens
-    inputs: np.ndarray                # (N, L, hidden) input of the key/value projections at p*
+    outputs: np.ndarray  # (N, L, hidden) attention output after o_proj, before the residual
+    query_scores: list[
+        np.ndarray
+    ]  # per query (L, H, own tokens) raw scores p* → the query's tokens
+    inputs: np.ndarray  # (N, L, hidden) input of the key/value projections at p*
     demo_attention: np.ndarray | None  # (N, L, J) softmax weight p* → demo token, mean over heads
 
 
@@ -55,9 +57,12 @@ def _kv_inputs(model, positions: torch.Tensor) -> Iterator[dict[int, torch.Tenso
     """The key/value projections' input at `positions` of the last forward, per layer."""
     seen: dict[int, torch.Tensor] = {}
     layers = model.get_decoder().layers
-    hooks = [layer.self_attn.k_proj.register_forward_pre_hook(
-        lambda m, args, i=i: seen.__setitem__(i, args[0][0, positions].detach().float().cpu()))
-        for i, layer in enumerate(layers)]
+    hooks = [
+        layer.self_attn.k_proj.register_forward_pre_hook(
+            lambda m, args, i=i: seen.__setitem__(i, args[0][0, positions].detach().float().cpu())
+        )
+        for i, layer in enumerate(layers)
+    ]
     try:
         yield seen
     finally:
@@ -66,8 +71,14 @@ def _kv_inputs(model, positions: torch.Tensor) -> Iterator[dict[int, torch.Tenso
 
 
 @torch.no_grad()
-def capture_queries(model, prefix: list[int], queries: list[list[int]], *,
-                    demo_positions: list[int] | None = None, pack_tokens: int = 768) -> Captured:
+def capture_queries(
+    model,
+    prefix: list[int],
+    queries: list[list[int]],
+    *,
+    demo_positions: list[int] | None = None,
+    pack_tokens: int = 768,
+) -> Captured:
     """Records at every query's p* after `prefix`; `demo_positions` (indices into the prefix)
     also gives ICL's attention weights to those tokens."""
     device = model.device
@@ -81,21 +92,34 @@ def capture_queries(model, prefix: list[int], queries: list[list[int]], *,
         p_star = ends - 1
         ids = torch.tensor([prefix + [t for i in row for t in queries[i]]], device=device)
         with capture_attention(model, p_star[None]) as cap, _kv_inputs(model, p_star) as kv:
-            model(input_ids=ids, position_ids=positions[None], attention_mask=masks,
-                  logits_to_keep=1)
+            model(
+                input_ids=ids, position_ids=positions[None], attention_mask=masks, logits_to_keep=1
+            )
         outputs.append(torch.stack([cap.outputs[layer][0] for layer in layers], 1))
         inputs.append(torch.stack([kv[layer] for layer in layers], 1))
         raw = torch.stack([cap.scores[layer][0] for layer in layers], 1)  # (n, L, H, S)
-        scores += [raw[q, :, :, int(end) - n:int(end)].numpy()
-                   for q, (end, n) in enumerate(zip(ends, lengths))]
+        scores += [
+            raw[q, :, :, int(end) - n : int(end)].numpy()
+            for q, (end, n) in enumerate(zip(ends, lengths))
+        ]
         if demo_positions is not None:
-            attention.append(_demo_attention(raw, _layer_masks(model, masks), p_star, demo_positions))
-    return Captured(torch.cat(outputs).numpy(), scores, torch.cat(inputs).numpy(),
-                    torch.cat(attention).numpy() if attention else None)
+            attention.append(
+                _demo_attention(raw, _layer_masks(model, masks), p_star, demo_positions)
+            )
+    return Captured(
+        torch.cat(outputs).numpy(),
+        scores,
+        torch.cat(inputs).numpy(),
+        torch.cat(attention).numpy() if attention else None,
+    )
 
 
-def _demo_attention(raw: torch.Tensor, layer_masks: list[torch.Tensor], p_star: torch.Tensor,
-                    demo_positions: list[int]) -> torch.Tensor:
+def _demo_attention(
+    raw: torch.Tensor,
+    layer_masks: list[torch.Tensor],
+    p_star: torch.Tensor,
+    demo_positions: list[int],
+) -> torch.Tensor:
     """Softmax of the raw scores over the keys p* may attend to, mean over heads, at the demos.
 
     (No softcapping: none of the supported models caps attention logits.)
@@ -121,7 +145,7 @@ class TrainingTokens:
             d = step % len(demos)
             skip = demos[d].skip
             x = torch.stack([inputs[layer][skip:] for layer in layers])  # (L, T, hidden)
-            g = torch.stack([norms[layer][skip:] for layer in layers])   # (L, T)
+            g = torch.stack([norms[layer][skip:] for layer in layers])  # (L, T)
             per_demo[d] = per_demo[d] + torch.einsum("nlh,lth->nlt", queries, x).abs() * g
         return torch.cat(per_demo, -1).numpy()
 
@@ -143,15 +167,20 @@ def record_kv_gradients(model) -> Iterator[TrainingTokens]:
     def keep_grad(layer: int, module, args, output):
         if torch.is_grad_enabled() and output.requires_grad:
             norms = tokens.grad_norms[-1]
-            output.register_hook(lambda grad: norms.__setitem__(
-                layer, norms.get(layer, 0) + grad[0].float().norm(dim=-1).cpu()))
+            output.register_hook(
+                lambda grad: norms.__setitem__(
+                    layer, norms.get(layer, 0) + grad[0].float().norm(dim=-1).cpu()
+                )
+            )
 
     hooks = [model.register_forward_pre_hook(start)]
     for i, layer in enumerate(model.get_decoder().layers):
         attn: nn.Module = layer.self_attn
         hooks.append(attn.k_proj.register_forward_pre_hook(lambda m, a, i=i: keep_input(i, m, a)))
-        hooks += [proj.register_forward_hook(lambda m, a, o, i=i: keep_grad(i, m, a, o))
-                  for proj in (attn.k_proj, attn.v_proj)]
+        hooks += [
+            proj.register_forward_hook(lambda m, a, o, i=i: keep_grad(i, m, a, o))
+            for proj in (attn.k_proj, attn.v_proj)
+        ]
     try:
         yield tokens
     finally:
@@ -164,17 +193,29 @@ def _clean(values) -> list:
     return [None if v is None or np.isnan(v) else round(float(v), 5) for v in values]
 
 
-def similarities(zs: Captured, icl: Captured, ft: Captured, importance: np.ndarray | None,
-                 seed: int) -> list[dict[str, list]]:
+def similarities(
+    zs: Captured, icl: Captured, ft: Captured, importance: np.ndarray | None, seed: int
+) -> list[dict[str, list]]:
     """Per query, per-layer SimAOU, SimAM and (with `importance`) Kendall τ, with baselines."""
-    results = [load_metric("simaou").compute(icl=list(icl.outputs), ft=list(ft.outputs),
-                                             zs=list(zs.outputs), seed=seed),
-               load_metric("simam").compute(icl=icl.query_scores, ft=ft.query_scores,
-                                            zs=zs.query_scores)]
+    results = [
+        load_metric("simaou").compute(
+            icl=list(icl.outputs), ft=list(ft.outputs), zs=list(zs.outputs), seed=seed
+        ),
+        load_metric("simam").compute(icl=icl.query_scores, ft=ft.query_scores, zs=zs.query_scores),
+    ]
     if importance is not None:
-        results.append(load_metric("kendall_tau").compute(icl=list(icl.demo_attention),
-                                                          ft=list(importance), seed=seed))
-    per_example = {key.removesuffix("_per_example"): values for r in results
-                   for key, values in r.items() if key.endswith("_per_example")}
-    return [{name: _clean(values[q]) for name, values in per_example.items()}
-            for q in range(len(zs.outputs))]
+        results.append(
+            load_metric("kendall_tau").compute(
+                icl=list(icl.demo_attention), ft=list(importance), seed=seed
+            )
+        )
+    per_example = {
+        key.removesuffix("_per_example"): values
+        for r in results
+        for key, values in r.items()
+        if key.endswith("_per_example")
+    }
+    return [
+        {name: _clean(values[q]) for name, values in per_example.items()}
+        for q in range(len(zs.outputs))
+    ]

@@ -43,31 +43,45 @@ class BuildConfig:
 def _features(sampler: TaskSampler, example: Episode):
     import datasets
 
-    x = datasets.Value("string") if isinstance(example.demo_x, list) else \
-        datasets.Sequence(datasets.Value("float32"))
+    x = (
+        datasets.Value("string")
+        if isinstance(example.demo_x, list)
+        else datasets.Sequence(datasets.Value("float32"))
+    )
     y = datasets.Value("float32") if example.is_regression else datasets.Value("int64")
-    return datasets.Features({
-        "task_id": datasets.Value("int64"),
-        "demo_x": datasets.Sequence(x), "demo_y": datasets.Sequence(y),
-        "query_x": datasets.Sequence(x), "query_y": datasets.Sequence(y),
-        "label_words": datasets.Sequence(datasets.Value("string")),
-        "demo_ids": datasets.Sequence(datasets.Value("int64")),
-        "query_ids": datasets.Sequence(datasets.Value("int64")),
-    })
+    return datasets.Features(
+        {
+            "task_id": datasets.Value("int64"),
+            "demo_x": datasets.Sequence(x),
+            "demo_y": datasets.Sequence(y),
+            "query_x": datasets.Sequence(x),
+            "query_y": datasets.Sequence(y),
+            "label_words": datasets.Sequence(datasets.Value("string")),
+            "demo_ids": datasets.Sequence(datasets.Value("int64")),
+            "query_ids": datasets.Sequence(datasets.Value("int64")),
+        }
+    )
 
 
 def _row(episode: Episode) -> dict[str, Any]:
     def plain(x):
         return list(x) if isinstance(x, list) else x.tolist()
 
-    return {"task_id": int(episode.task_id), "demo_x": plain(episode.demo_x),
-            "demo_y": episode.demo_y.tolist(), "query_x": plain(episode.query_x),
-            "query_y": episode.query_y.tolist(), "label_words": list(episode.label_words or []),
-            "demo_ids": list(episode.demo_ids), "query_ids": list(episode.query_ids)}
+    return {
+        "task_id": int(episode.task_id),
+        "demo_x": plain(episode.demo_x),
+        "demo_y": episode.demo_y.tolist(),
+        "query_x": plain(episode.query_x),
+        "query_y": episode.query_y.tolist(),
+        "label_words": list(episode.label_words or []),
+        "demo_ids": list(episode.demo_ids),
+        "query_ids": list(episode.query_ids),
+    }
 
 
-def _generate(sampler: TaskSampler, split: str, count: int, num_demos: int, num_queries: int,
-              batch: int = 256):
+def _generate(
+    sampler: TaskSampler, split: str, count: int, num_demos: int, num_queries: int, batch: int = 256
+):
     for first in range(0, count, batch):
         for ep in sampler.episodes(first, min(batch, count - first), num_demos, num_queries, split):
             yield _row(ep)
@@ -76,28 +90,59 @@ def _generate(sampler: TaskSampler, split: str, count: int, num_demos: int, num_
 def dataset_card(task: TaskDef, build: BuildConfig, sampler: TaskSampler) -> str:
     """Card content derived from the generating config (so a pushed dataset documents itself)."""
     params = {k: v for k, v in task.params.items() if k != "_base_dir"}
-    header = {"tags": ["in-context-learning", "hf-icl", task.family],
-              "configs": [{"config_name": "default",
-                           "data_files": [{"split": s, "path": f"{s}/*.arrow"}
-                                          for s in ("train", "test")]}]}
-    return "\n".join([
-        "---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
-        f"# {task.name}", "", task.description or f"{task.family} episodes built by hf-icl.", "",
-        "Built with `hf-icl build`. Each row is one episode: ordered demonstrations "
-        "(`demo_x`, `demo_y`) and queries (`query_x`, `query_y`) of one task; `train` holds "
-        "meta-training tasks, `test` unseen tasks.", "",
-        f"- family: `{task.family}`", f"- seed: `{params.get('seed', 0)}`",
-        f"- episodes: {build.num_train_episodes} train, {build.num_test_episodes} test; "
-        f"{build.num_demos} demonstrations and {build.num_queries} queries each",
-        f"- classes: {sampler.num_classes if sampler.num_classes else 'regression'}", "",
-        "## Generating config", "", "```yaml",
-        yaml.safe_dump({"task": task.name, "family": task.family, "params": params,
-                        "build": {k: v for k, v in to_dict(build).items() if k != "task"}},
-                       sort_keys=False).strip(),
-        "```", "", "## Citation", "", task.citation or "(none given)", "",
-        "Load with `datasets.load_from_disk(folder)`, or `datasets.load_dataset(folder)` "
-        "(its cache is keyed by the folder's name: pass `download_mode='force_redownload'` "
-        "after rebuilding into a folder of the same name).", ""])
+    header = {
+        "tags": ["in-context-learning", "hf-icl", task.family],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"{s}/*.arrow"} for s in ("train", "test")],
+            }
+        ],
+    }
+    return "\n".join(
+        [
+            "---",
+            yaml.safe_dump(header, sort_keys=False).strip(),
+            "---",
+            "",
+            f"# {task.name}",
+            "",
+            task.description or f"{task.family} episodes built by hf-icl.",
+            "",
+            "Built with `hf-icl build`. Each row is one episode: ordered demonstrations "
+            "(`demo_x`, `demo_y`) and queries (`query_x`, `query_y`) of one task; `train` holds "
+            "meta-training tasks, `test` unseen tasks.",
+            "",
+            f"- family: `{task.family}`",
+            f"- seed: `{params.get('seed', 0)}`",
+            f"- episodes: {build.num_train_episodes} train, {build.num_test_episodes} test; "
+            f"{build.num_demos} demonstrations and {build.num_queries} queries each",
+            f"- classes: {sampler.num_classes if sampler.num_classes else 'regression'}",
+            "",
+            "## Generating config",
+            "",
+            "```yaml",
+            yaml.safe_dump(
+                {
+                    "task": task.name,
+                    "family": task.family,
+                    "params": params,
+                    "build": {k: v for k, v in to_dict(build).items() if k != "task"},
+                },
+                sort_keys=False,
+            ).strip(),
+            "```",
+            "",
+            "## Citation",
+            "",
+            task.citation or "(none given)",
+            "",
+            "Load with `datasets.load_from_disk(folder)`, or `datasets.load_dataset(folder)` "
+            "(its cache is keyed by the folder's name: pass `download_mode='force_redownload'` "
+            "after rebuilding into a folder of the same name).",
+            "",
+        ]
+    )
 
 
 def build_dataset(task_ref: str, build: BuildConfig, out: Path) -> Path:
@@ -106,9 +151,14 @@ def build_dataset(task_ref: str, build: BuildConfig, out: Path) -> Path:
 
     task, sampler = load_task({"name": task_ref, **build.task} if build.task else task_ref)
     max_demos = sampler.max_demos()
-    if max_demos is not None and build.num_demos + build.num_queries > max_demos + build.num_queries:
-        raise HfIclError(f"num_demos: {build.num_demos} demonstrations requested but task "
-                         f"{task.name!r} has {max_demos} examples")
+    if (
+        max_demos is not None
+        and build.num_demos + build.num_queries > max_demos + build.num_queries
+    ):
+        raise HfIclError(
+            f"num_demos: {build.num_demos} demonstrations requested but task "
+            f"{task.name!r} has {max_demos} examples"
+        )
     example = sampler.episode(0, build.num_demos, build.num_queries, "train")
     sampler.episode(0, build.num_demos, build.num_queries, "test")  # its data is checked too
     features = _features(sampler, example)
@@ -117,18 +167,31 @@ def build_dataset(task_ref: str, build: BuildConfig, out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        tmp.chmod(umask_mode(0o777))  # mkdtemp gives 0700; the dataset is as shared as the umask allows
+        tmp.chmod(
+            umask_mode(0o777)
+        )  # mkdtemp gives 0700; the dataset is as shared as the umask allows
     except OSError as err:
         raise HfIclError(f"output folder {out}: not writable ({err.strerror})") from None
     try:
         with tempfile.TemporaryDirectory() as cache:
             splits = {}
-            for split, count in (("train", build.num_train_episodes),
-                                 ("test", build.num_test_episodes)):
+            for split, count in (
+                ("train", build.num_train_episodes),
+                ("test", build.num_test_episodes),
+            ):
                 splits[split] = datasets.Dataset.from_generator(
-                    _generate, features=features, cache_dir=cache, keep_in_memory=False,
-                    gen_kwargs=dict(sampler=sampler, split=split, count=count,
-                                    num_demos=build.num_demos, num_queries=build.num_queries))
+                    _generate,
+                    features=features,
+                    cache_dir=cache,
+                    keep_in_memory=False,
+                    gen_kwargs=dict(
+                        sampler=sampler,
+                        split=split,
+                        count=count,
+                        num_demos=build.num_demos,
+                        num_queries=build.num_queries,
+                    ),
+                )
             dd = datasets.DatasetDict(splits)
             dd.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(dataset_card(task, build, sampler), encoding="utf-8")
@@ -150,6 +213,8 @@ def cmd_build(args: argparse.Namespace) -> None:
     build = from_dict(BuildConfig, config, source="--set")
     out = Path(args.out or Path("datasets") / Path(args.task).stem)
     build_dataset(args.task, build, out)
-    print(f"dataset: {out}/ ({build.num_train_episodes} train, {build.num_test_episodes} test episodes)")
+    print(
+        f"dataset: {out}/ ({build.num_train_episodes} train, {build.num_test_episodes} test episodes)"
+    )
     if args.push_to_hub:  # the folder as written: the card's data_files name its .arrow files
         print(f"pushed to {push(out, args.push_to_hub, args.private)}")

@@ -13,22 +13,36 @@ from hf_icl.errors import HfIclError, unknown_name
 def _add_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config (YAML path or built-in name)")
     p.add_argument("--out", help="results folder (default: runs/<config>-<hash>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. models.0.dtype=bfloat16 (repeatable)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a results folder that holds a different config")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. models.0.dtype=bfloat16 (repeatable)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a results folder that holds a different config",
+    )
     _add_quiet(p)
     _add_push(p, "train: push model/ (the weights or adapter) when the run finishes")
 
 
 def _add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bars (hf-icl's, and the Hugging Face libraries' own)")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (hf-icl's, and the Hugging Face libraries' own)",
+    )
 
 
 def _add_push(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--push-to-hub", metavar="REPO_ID",
-                   help=f"{what}; checked (repo id, token, Hub reachable) before any work")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help=f"{what}; checked (repo id, token, Hub reachable) before any work",
+    )
     p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repo")
 
 
@@ -36,10 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-icl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list built-in model aliases and whether each is installed")
-    c = sub.add_parser("configs", help="list the built-in tasks, run configs and accelerate "
-                       "configs with their paths")
-    c.add_argument("--path", metavar="NAME", help="print only this config's path (e.g. for "
-                   "`accelerate launch --config_file $(hf-icl configs --path ddp_2proc)`)")
+    c = sub.add_parser(
+        "configs",
+        help="list the built-in tasks, run configs and accelerate configs with their paths",
+    )
+    c.add_argument(
+        "--path",
+        metavar="NAME",
+        help="print only this config's path (e.g. for "
+        "`accelerate launch --config_file $(hf-icl configs --path ddp_2proc)`)",
+    )
     b = sub.add_parser("build", help="build a task's episodes as an HF DatasetDict")
     b.add_argument("task", help="built-in task name or task YAML path")
     b.add_argument("--out", help="output folder (default: datasets/<task>)")
@@ -50,10 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("format", choices=["lm-eval"], help="what to export to")
     e.add_argument("task", help="built-in task name or task YAML path")
     e.add_argument("--out", required=True, help="output folder (new or empty)")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="num_seeds, num_queries, shots, or a task parameter")
-    p = sub.add_parser("push", help="push a finished train run's model/ or a built dataset "
-                       "folder to the Hub (e.g. after a failed --push-to-hub)")
+    e.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="num_seeds, num_queries, shots, or a task parameter",
+    )
+    p = sub.add_parser(
+        "push",
+        help="push a finished train run's model/ or a built dataset "
+        "folder to the Hub (e.g. after a failed --push-to-hub)",
+    )
     p.add_argument("path", help="train run folder (its model/ is pushed) or `hf-icl build` output")
     p.add_argument("repo_id", help="Hub repo id, NAME or ORG/NAME")
     p.add_argument("--private", action="store_true", help="create the repo as private")
@@ -80,8 +108,11 @@ BUILTIN_KINDS = ("tasks", "eval_configs", "accelerate_configs")
 def cmd_configs(args: argparse.Namespace) -> None:
     from hf_icl.resources import builtin_dir, builtin_names
 
-    paths = {(kind, name): builtin_dir(kind) / f"{name}.yaml"
-             for kind in BUILTIN_KINDS for name in builtin_names(kind)}
+    paths = {
+        (kind, name): builtin_dir(kind) / f"{name}.yaml"
+        for kind in BUILTIN_KINDS
+        for name in builtin_names(kind)
+    }
     if args.path:
         found = [p for (_, name), p in paths.items() if name == args.path]
         if not found:
@@ -97,10 +128,16 @@ def cmd_job(args: argparse.Namespace) -> None:
     from hf_icl.runtime import JobOptions
 
     private_needs_push(args)
-    run_config(args.config, job=None if args.command == "run" else args.command,
-               overrides=args.set, out=args.out, overwrite=args.overwrite,
-               options=JobOptions(progress=not args.quiet, push_to_hub=args.push_to_hub,
-                                  private=args.private))
+    run_config(
+        args.config,
+        job=None if args.command == "run" else args.command,
+        overrides=args.set,
+        out=args.out,
+        overwrite=args.overwrite,
+        options=JobOptions(
+            progress=not args.quiet, push_to_hub=args.push_to_hub, private=args.private
+        ),
+    )
 
 
 def private_needs_push(args: argparse.Namespace) -> None:
@@ -158,8 +195,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     export(args)
 
 
-COMMANDS = {"models": lambda args: cmd_models(), "configs": cmd_configs, "build": cmd_build,
-            "push": cmd_push, "export": cmd_export}
+COMMANDS = {
+    "models": lambda args: cmd_models(),
+    "configs": cmd_configs,
+    "build": cmd_build,
+    "push": cmd_push,
+    "export": cmd_export,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,13 @@ from hf_icl.errors import ConfigError, did_you_mean
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str = "", choices: tuple | None = None,
-           default_factory: Any = dataclasses.MISSING) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str = "",
+    choices: tuple | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A dataclass field with help text and optional allowed values."""
     metadata = {"help": help, "choices": choices}
     if default_factory is not dataclasses.MISSING:
@@ -65,7 +70,8 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         if value not in get_args(tp):
             raise ConfigError(
                 f"{_where(source, key)}: invalid value {value!r}{did_you_mean(value, get_args(tp))}; "
-                f"allowed: {', '.join(map(str, get_args(tp)))}")
+                f"allowed: {', '.join(map(str, get_args(tp)))}"
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -88,7 +94,11 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(tp, type) and not isinstance(value, tp) or (tp in (int, float) and isinstance(value, bool)):
+    if (
+        isinstance(tp, type)
+        and not isinstance(value, tp)
+        or (tp in (int, float) and isinstance(value, bool))
+    ):
         raise ConfigError(f"{_where(source, key)}: expected {_type_name(tp)}, got {value!r}")
     return value
 
@@ -104,21 +114,30 @@ def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "")
         dotted = f"{prefix}.{key}" if prefix else str(key)
         moved = getattr(cls, "moved_keys", {}).get(key)
         if moved:
-            raise ConfigError(f"{source}: {dotted!r} has moved to {moved!r}; write "
-                              f"{moved.replace('.', ': {')}: ...{'}' * moved.count('.')} instead")
+            raise ConfigError(
+                f"{source}: {dotted!r} has moved to {moved!r}; write "
+                f"{moved.replace('.', ': {')}: ...{'}' * moved.count('.')} instead"
+            )
         if key not in fields:
             raise ConfigError(
                 f"{source}: unknown key {dotted!r}{did_you_mean(key, fields)}; "
-                f"allowed: {', '.join(sorted(fields))}")
+                f"allowed: {', '.join(sorted(fields))}"
+            )
         value = _convert(value, hints[key], source, dotted)
         choices = fields[key].metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(
                 f"{source}: {dotted}: invalid value {value!r}{did_you_mean(value, choices)}; "
-                f"allowed: {', '.join(map(str, choices))}")
+                f"allowed: {', '.join(map(str, choices))}"
+            )
         kwargs[key] = value
-    missing = [n for n, f in fields.items() if n not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"{source}: missing required key {where}{missing[0]!r}")
@@ -127,8 +146,10 @@ def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "")
     except (ValueError, TypeError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{_where(source, _field_key(str(err), fields, prefix))}: "
-                          f"{_field_message(str(err), fields)}") from None
+        raise ConfigError(
+            f"{_where(source, _field_key(str(err), fields, prefix))}: "
+            f"{_field_message(str(err), fields)}"
+        ) from None
     if getattr(cls, "resolved_as_written", False):  # to_dict gives back only the written keys
         obj.written_keys = tuple(kwargs)
     return obj
@@ -175,8 +196,10 @@ def read_yaml(path: str | Path) -> dict:
 
 _INDEX = re.compile(r"^\d+$")
 _KEY = re.compile(r"^[^\s.=]+$")
-_SET_FORMAT = "expected key=value with a dotted key (list indices allowed) and a YAML value, " \
+_SET_FORMAT = (
+    "expected key=value with a dotted key (list indices allowed) and a YAML value, "
     "e.g. models.0.dtype=bfloat16 or shots=[0,4]"
+)
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
@@ -198,9 +221,11 @@ def _override_value(item: str, raw: str, source: str) -> Any:
         return yaml.safe_load(raw)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or " ".join(str(err).split())
-        raise ConfigError(f"{source} {item!r}: the value {raw!r} is not valid YAML ({problem}); "
-                          "write lists as [0,4] and quote text that holds YAML syntax, e.g. "
-                          "key='\"a: b\"'") from None
+        raise ConfigError(
+            f"{source} {item!r}: the value {raw!r} is not valid YAML ({problem}); "
+            "write lists as [0,4] and quote text that holds YAML syntax, e.g. "
+            "key='\"a: b\"'"
+        ) from None
 
 
 def _check_key(path: str, where: str) -> None:
@@ -222,8 +247,10 @@ def set_path(data: dict, path: str, value: Any, source: str = "--set") -> None:
         if isinstance(node, list):
             if not _INDEX.match(part) or int(part) >= len(node):
                 allowed = f"0..{len(node) - 1}" if node else "none: the list is empty"
-                raise ConfigError(f"{source} {path}: {where!r} is not an index of a list of "
-                                  f"length {len(node)} (indices: {allowed})")
+                raise ConfigError(
+                    f"{source} {path}: {where!r} is not an index of a list of "
+                    f"length {len(node)} (indices: {allowed})"
+                )
             idx = int(part)
             if last:
                 node[idx] = value
@@ -237,5 +264,7 @@ def set_path(data: dict, path: str, value: Any, source: str = "--set") -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])!r} is "
-                              f"{type(node).__name__} {node!r}, not a mapping or list")
+            raise ConfigError(
+                f"{source} {path}: {'.'.join(parts[:i])!r} is "
+                f"{type(node).__name__} {node!r}, not a mapping or list"
+            )

@@ -60,8 +60,10 @@ def _group(rendered: RenderedEpisode, shots: list[int], query: int, calibrate: b
             if all(len(c) == 1 for c in rendered.candidates):
                 pieces.append((Segment(ids, slot, None), rendered.boundaries[k], k))
             else:
-                pieces += [(Segment(ids + c[:-1], slot, j), rendered.boundaries[k], k)
-                           for j, c in enumerate(rendered.candidates)]
+                pieces += [
+                    (Segment(ids + c[:-1], slot, j), rendered.boundaries[k], k)
+                    for j, c in enumerate(rendered.candidates)
+                ]
     return Group(rendered.prefix_ids[: rendered.boundaries[max(shots)]], pieces)
 
 
@@ -77,8 +79,10 @@ def _row_inputs(model, row: list[Group], cands: list[list[list[int]]]):
             starts.append(len(ids))
             ids += seg.ids
         reads += _row_reads([seg for seg, _, _ in g.pieces], c)
-    pos, allowed = grouped_row([(len(g.prefix), [(cut, len(seg.ids)) for seg, cut, _ in
-                                                 g.pieces]) for g in row], model.device)
+    pos, allowed = grouped_row(
+        [(len(g.prefix), [(cut, len(seg.ids)) for seg, cut, _ in g.pieces]) for g in row],
+        model.device,
+    )
     return ids, pos, allowed, [[s + p for p in r] for s, r in zip(starts, reads)]
 
 
@@ -101,22 +105,34 @@ def _padded(model, rows: list[tuple]):
     return ids, pos, torch.cat(masks)
 
 
-def _score_groups(model, groups: list[Group], candidates: list[list[list[int]]],
-                  out: dict[int, np.ndarray], free: dict[tuple[int, int], np.ndarray],
-                  pack_tokens: int, length_normalise: bool) -> None:
+def _score_groups(
+    model,
+    groups: list[Group],
+    candidates: list[list[list[int]]],
+    out: dict[int, np.ndarray],
+    free: dict[tuple[int, int], np.ndarray],
+    pack_tokens: int,
+    length_normalise: bool,
+) -> None:
     """Forward packed rows of groups, a batch of rows at a time; fill out[k][query] and
     free[(group, k)] (content-free)."""
     device = model.device
     packed = pack_rows([g.length for g in groups], pack_tokens)
     for first in range(0, len(packed), BATCH_ROWS):
-        batch = packed[first: first + BATCH_ROWS]
-        rows = [_row_inputs(model, [groups[i] for i in idx], [candidates[i] for i in idx])
-                for idx in batch]
+        batch = packed[first : first + BATCH_ROWS]
+        rows = [
+            _row_inputs(model, [groups[i] for i in idx], [candidates[i] for i in idx])
+            for idx in batch
+        ]
         keep = sorted({p for *_, reads in rows for r in reads for p in r})
         column = {p: j for j, p in enumerate(keep)}
         ids, pos, masks = _padded(model, rows)
-        logits = model(input_ids=ids, position_ids=pos, attention_mask=masks,
-                       logits_to_keep=torch.tensor(keep, device=device)).logits
+        logits = model(
+            input_ids=ids,
+            position_ids=pos,
+            attention_mask=masks,
+            logits_to_keep=torch.tensor(keep, device=device),
+        ).logits
         logp = logits.float().log_softmax(-1)
         for b, idx in enumerate(batch):
             reads = iter(rows[b][3])
@@ -125,8 +141,11 @@ def _score_groups(model, groups: list[Group], candidates: list[list[list[int]]],
                 for seg, _, k in groups[i].pieces:
                     at = torch.tensor([column[p] for p in next(reads)], device=device)
                     picked = logp[b, at]
-                    target = out[k][seg.query] if seg.query >= 0 else \
-                        free.setdefault((i, k), np.zeros(len(cands)))
+                    target = (
+                        out[k][seg.query]
+                        if seg.query >= 0
+                        else free.setdefault((i, k), np.zeros(len(cands)))
+                    )
                     if seg.candidate is None:
                         cand = torch.tensor([c[0] for c in cands], device=device)
                         target[:] = picked[0, cand].double().cpu().numpy()
@@ -140,9 +159,14 @@ def _log_normalise(scores: np.ndarray) -> np.ndarray:
     return scores - np.logaddexp.reduce(scores, axis=-1, keepdims=True)
 
 
-def query_groups(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int],
-                 calibrate: bool = False, where: str = "task"
-                 ) -> tuple[list[Group], list[list[list[int]]]]:
+def query_groups(
+    model,
+    renderer: TextRenderer,
+    plan: DemoPlan,
+    shots: list[int],
+    calibrate: bool = False,
+    where: str = "task",
+) -> tuple[list[Group], list[list[list[int]]]]:
     """Each query's chains as row groups, with their label candidates (per-query plans)."""
     groups, candidates = [], []
     for q in range(plan.episode.num_queries):
@@ -158,9 +182,17 @@ def query_groups(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int]
 
 
 @torch.inference_mode()
-def score_plan(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int], *,
-               pack_tokens: int = 768, length_normalise: bool = False, calibrate: bool = False,
-               where: str = "task") -> dict[int, np.ndarray]:
+def score_plan(
+    model,
+    renderer: TextRenderer,
+    plan: DemoPlan,
+    shots: list[int],
+    *,
+    pack_tokens: int = 768,
+    length_normalise: bool = False,
+    calibrate: bool = False,
+    where: str = "task",
+) -> dict[int, np.ndarray]:
     """Log-scores (Q, C) of every query's label candidates after its own k demos, per k."""
     num_queries = plan.episode.num_queries
     shots = sorted(set(shots))
@@ -168,9 +200,17 @@ def score_plan(model, renderer: TextRenderer, plan: DemoPlan, shots: list[int], 
         out: dict[int, np.ndarray] = {}
         for rows, ks in chains({k: plan.rows(0, k) for k in shots}):
             rendered = renderer.render_episode(plan.episode_for(rows, list(range(num_queries))))
-            out.update(score_queries(model, rendered, ks, pack_tokens=pack_tokens,
-                                     length_normalise=length_normalise, calibrate=calibrate,
-                                     where=where))
+            out.update(
+                score_queries(
+                    model,
+                    rendered,
+                    ks,
+                    pack_tokens=pack_tokens,
+                    length_normalise=length_normalise,
+                    calibrate=calibrate,
+                    where=where,
+                )
+            )
         return out
     groups, candidates = query_groups(model, renderer, plan, shots, calibrate, where)
     width = max(len(c) for c in candidates)

@@ -51,13 +51,23 @@ class Episode:
     def with_demos(self, order: list[int]) -> Episode:
         """The same episode with its demonstrations reordered (demo-order permutation axis)."""
         idx = np.asarray(order, dtype=np.int64)
-        demo_x = [self.demo_x[i] for i in idx] if isinstance(self.demo_x, list) else self.demo_x[idx]
+        demo_x = (
+            [self.demo_x[i] for i in idx] if isinstance(self.demo_x, list) else self.demo_x[idx]
+        )
         demo_ids = [self.demo_ids[i] for i in idx] if self.demo_ids else []
         return Episode(
-            task=self.task, family=self.family, task_id=self.task_id, demo_x=demo_x,
-            demo_y=self.demo_y[idx], query_x=self.query_x, query_y=self.query_y,
-            num_classes=self.num_classes, label_words=self.label_words, demo_ids=demo_ids,
-            query_ids=self.query_ids, meta=self.meta,
+            task=self.task,
+            family=self.family,
+            task_id=self.task_id,
+            demo_x=demo_x,
+            demo_y=self.demo_y[idx],
+            query_x=self.query_x,
+            query_y=self.query_y,
+            num_classes=self.num_classes,
+            label_words=self.label_words,
+            demo_ids=demo_ids,
+            query_ids=self.query_ids,
+            meta=self.meta,
         )
 
 

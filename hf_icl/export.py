@@ -53,38 +53,54 @@ class ExportConfig:
 def _refuse(definition, render: RenderOptions) -> None:
     """What lm-eval cannot express is refused in one line, before anything is written."""
     if definition.family != "text_classification":
-        raise HfIclError(f"task {definition.name!r}: family {definition.family!r} cannot be "
-                         "exported to lm-eval: numeric tasks draw a new task per seed and "
-                         "regression is scored by an expected value; text_classification "
-                         "tasks export")
+        raise HfIclError(
+            f"task {definition.name!r}: family {definition.family!r} cannot be "
+            "exported to lm-eval: numeric tasks draw a new task per seed and "
+            "regression is scored by an expected value; text_classification "
+            "tasks export"
+        )
     for name in ("calibrate", "length_normalise", "chat_template"):
         if getattr(render, name):
-            raise HfIclError(f"task {definition.name!r}: render.{name} has no lm-eval "
-                             "multiple-choice equivalent; export without it")
+            raise HfIclError(
+                f"task {definition.name!r}: render.{name} has no lm-eval "
+                "multiple-choice equivalent; export without it"
+            )
 
 
 def _task_yaml(name: str, data: str, words: list[str], delimiter: str, group: str) -> str:
     dump = json.dumps
-    return "\n".join([
-        f"# Exported by hf-icl from task {group!r}: demonstrations in hf-icl's order.",
-        f"task: {name}",
-        "custom_dataset: !function hf_icl_data.load",
-        f"dataset_kwargs: {{data: {dump(data)}}}",
-        "training_split: demos", "fewshot_split: demos", "test_split: queries",
-        "fewshot_config: {sampler: first_n}",
-        "output_type: multiple_choice",
-        "doc_to_text: text", "doc_to_target: label",
-        f"doc_to_choice: {dump(words)}",
-        'target_delimiter: ""',
-        f"fewshot_delimiter: {dump(delimiter)}",
-        "metric_list:",
-        "  - {metric: acc, aggregation: mean, higher_is_better: true}",
-        "metadata: {version: 1.0}", ""])
+    return "\n".join(
+        [
+            f"# Exported by hf-icl from task {group!r}: demonstrations in hf-icl's order.",
+            f"task: {name}",
+            "custom_dataset: !function hf_icl_data.load",
+            f"dataset_kwargs: {{data: {dump(data)}}}",
+            "training_split: demos",
+            "fewshot_split: demos",
+            "test_split: queries",
+            "fewshot_config: {sampler: first_n}",
+            "output_type: multiple_choice",
+            "doc_to_text: text",
+            "doc_to_target: label",
+            f"doc_to_choice: {dump(words)}",
+            'target_delimiter: ""',
+            f"fewshot_delimiter: {dump(delimiter)}",
+            "metric_list:",
+            "  - {metric: acc, aggregation: mean, higher_is_better: true}",
+            "metadata: {version: 1.0}",
+            "",
+        ]
+    )
 
 
 def _jsonl(path: Path, xs, ys, ids) -> None:
-    path.write_text("".join(json.dumps({"text": x, "label": int(y), "id": int(i)}) + "\n"
-                            for x, y, i in zip(xs, ys, ids)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"text": x, "label": int(y), "id": int(i)}) + "\n"
+            for x, y, i in zip(xs, ys, ids)
+        ),
+        encoding="utf-8",
+    )
 
 
 def export_lm_eval(ref: str, config: ExportConfig, out: Path) -> list[str]:
@@ -104,21 +120,33 @@ def export_lm_eval(ref: str, config: ExportConfig, out: Path) -> list[str]:
             episode = sampler.episode(seed, config.shots, config.num_queries, split="test")
             words = list(episode.label_words or render.label_words or [])
             if len(words) < episode.num_classes:
-                raise HfIclError(f"task {group!r}: {episode.num_classes} classes but label words "
-                                 f"{words}")
+                raise HfIclError(
+                    f"task {group!r}: {episode.num_classes} classes but label words {words}"
+                )
             name = f"{group}_seed{seed}"
-            _jsonl(folder / f"{name}_demos.jsonl", episode.demo_x, episode.demo_y,
-                   episode.demo_ids or range(episode.num_demos))
-            _jsonl(folder / f"{name}_queries.jsonl", episode.query_x, episode.query_y,
-                   episode.query_ids or range(episode.num_queries))
+            _jsonl(
+                folder / f"{name}_demos.jsonl",
+                episode.demo_x,
+                episode.demo_y,
+                episode.demo_ids or range(episode.num_demos),
+            )
+            _jsonl(
+                folder / f"{name}_queries.jsonl",
+                episode.query_x,
+                episode.query_y,
+                episode.query_ids or range(episode.num_queries),
+            )
             (folder / f"{name}.yaml").write_text(
-                _task_yaml(name, name, words, render.delimiter, group), encoding="utf-8")
+                _task_yaml(name, name, words, render.delimiter, group), encoding="utf-8"
+            )
             names.append(name)
         (folder / "hf_icl_data.py").write_text(LOADER, encoding="utf-8")
         (folder / f"{group}.yaml").write_text(
             f"group: {group}\ntask: {json.dumps(names)}\naggregate_metric_list:\n"
             "  - {metric: acc, aggregation: mean, weight_by_size: true}\n"
-            "metadata: {version: 1.0}\n", encoding="utf-8")
+            "metadata: {version: 1.0}\n",
+            encoding="utf-8",
+        )
         if out.exists():
             out.rmdir()
         shutil.copytree(folder, out)
@@ -130,9 +158,14 @@ def cmd_export(args) -> None:
     data: dict[str, Any] = {}
     apply_overrides(data, args.set)
     keys = {"num_seeds", "num_queries", "shots"}
-    config = from_dict(ExportConfig, {**{k: v for k, v in data.items() if k in keys},
-                                      "task": {k: v for k, v in data.items() if k not in keys}},
-                       source="--set")
+    config = from_dict(
+        ExportConfig,
+        {
+            **{k: v for k, v in data.items() if k in keys},
+            "task": {k: v for k, v in data.items() if k not in keys},
+        },
+        source="--set",
+    )
     names = export_lm_eval(args.task, config, Path(args.out))
     group = names[0].rsplit("_seed", 1)[0]
     print(f"lm-eval tasks: {', '.join(names)} (group {group}) in {args.out}/")

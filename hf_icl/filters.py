@@ -22,8 +22,8 @@ NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 class Filter:
     function: str
     regex_pattern: str = ""
-    group_select: int = 0          # which match of the pattern (lm-eval's RegexFilter; -1: last)
-    fallback: str = "[invalid]"    # what an output without a match becomes
+    group_select: int = 0  # which match of the pattern (lm-eval's RegexFilter; -1: last)
+    fallback: str = "[invalid]"  # what an output without a match becomes
 
 
 def parse_filters(specs: list[Any], where: str = "scoring.filters") -> list[Filter]:
@@ -34,11 +34,15 @@ def parse_filters(specs: list[Any], where: str = "scoring.filters") -> list[Filt
     for i, spec in enumerate(specs):
         spec = {"function": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, dict) or "function" not in spec:
-            raise ValueError(f"{where}.{i}: expected a filter name or {{function: ...}}, got {spec!r}")
+            raise ValueError(
+                f"{where}.{i}: expected a filter name or {{function: ...}}, got {spec!r}"
+            )
         name = spec["function"]
         if name not in FUNCTIONS:
-            raise ValueError(f"{where}.{i}.function: unknown filter {name!r}"
-                             f"{did_you_mean(str(name), FUNCTIONS)}; allowed: {', '.join(FUNCTIONS)}")
+            raise ValueError(
+                f"{where}.{i}.function: unknown filter {name!r}"
+                f"{did_you_mean(str(name), FUNCTIONS)}; allowed: {', '.join(FUNCTIONS)}"
+            )
         unknown = set(spec) - {"function", "regex_pattern", "group_select", "fallback"}
         if unknown:
             raise ValueError(f"{where}.{i}: unknown key {sorted(unknown)[0]!r}")
@@ -46,8 +50,10 @@ def parse_filters(specs: list[Any], where: str = "scoring.filters") -> list[Filt
             try:
                 re.compile(spec.get("regex_pattern", ""))
             except re.error as err:
-                raise ValueError(f"{where}.{i}.regex_pattern: {spec.get('regex_pattern')!r} does "
-                                 f"not compile: {err}") from None
+                raise ValueError(
+                    f"{where}.{i}.regex_pattern: {spec.get('regex_pattern')!r} does "
+                    f"not compile: {err}"
+                ) from None
             if not spec.get("regex_pattern"):
                 raise ValueError(f"{where}.{i}.regex_pattern: the regex filter needs a pattern")
         out.append(Filter(**spec))
@@ -58,7 +64,9 @@ def _regex(text: str, f: Filter) -> str:
     matches = re.findall(f.regex_pattern, text)
     if not matches:
         return f.fallback
-    match = matches[f.group_select] if -len(matches) <= f.group_select < len(matches) else matches[0]
+    match = (
+        matches[f.group_select] if -len(matches) <= f.group_select < len(matches) else matches[0]
+    )
     if isinstance(match, tuple):  # several groups: the first that matched
         match = next((m for m in match if m), f.fallback)
     return match

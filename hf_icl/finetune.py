@@ -40,31 +40,37 @@ from hf_icl.render import RenderedEpisode, TextRenderer
 
 KV_MODULES = ("k_proj", "v_proj")
 
+
 @dataclass
 class TrainingDemo:
     """One demonstration as a training sequence."""
 
     ids: list[int]  # the tokenizer's special prefix + the demonstration ("input + label")
-    skip: int       # leading special tokens: context, not demonstration tokens
-    start: int      # position of the first demonstration token in the ICL prompt
+    skip: int  # leading special tokens: context, not demonstration tokens
+    start: int  # position of the first demonstration token in the ICL prompt
 
 
-def training_demos(renderer: TextRenderer, episode: Episode, rendered: RenderedEpisode,
-                   shots: int) -> list[TrainingDemo]:
+def training_demos(
+    renderer: TextRenderer, episode: Episode, rendered: RenderedEpisode, shots: int
+) -> list[TrainingDemo]:
     """The first `shots` demonstrations with exactly the token ids the ICL prompt gives them."""
     if renderer.options.chat_template:  # a demonstration is its turns, up to the next user turn
         cuts = rendered.boundaries
-        return [TrainingDemo(rendered.prefix_ids[cuts[i]:cuts[i + 1]], 0, cuts[i])
-                for i in range(shots)]
+        return [
+            TrainingDemo(rendered.prefix_ids[cuts[i] : cuts[i + 1]], 0, cuts[i])
+            for i in range(shots)
+        ]
     delimiter = renderer.options.delimiter
     special = list(renderer.special_prefix)
     demos = []
     for i, text in enumerate(renderer.demo_texts(episode)[:shots]):
         ids = renderer.split_tokens(text + delimiter, [len(text)])[0]
         start = rendered.boundaries[i]
-        if rendered.prefix_ids[start:start + len(ids)] != ids:
-            raise HfIclError(f"demonstration {i} tokenizes differently inside the prompt than "
-                             "alone; change the delimiter")
+        if rendered.prefix_ids[start : start + len(ids)] != ids:
+            raise HfIclError(
+                f"demonstration {i} tokenizes differently inside the prompt than "
+                "alone; change the delimiter"
+            )
         demos.append(TrainingDemo(special + ids, len(special), start))
     return demos
 
@@ -73,7 +79,7 @@ def lm_loss(logits: torch.Tensor, ids: torch.Tensor, skip: int) -> torch.Tensor:
     """Mean next-token loss over the demonstration tokens (the first token has no context
     unless a special prefix precedes it)."""
     first = max(skip, 1)
-    return F.cross_entropy(logits[0, first - 1:-1].float(), ids[0, first:])
+    return F.cross_entropy(logits[0, first - 1 : -1].float(), ids[0, first:])
 
 
 def make_optimizer(name: Optimizer, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -84,8 +90,12 @@ def make_optimizer(name: Optimizer, params: list[nn.Parameter], lr: float) -> to
 
 def kv_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The key and value projections' parameters of every layer."""
-    params = [p for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in KV_MODULES
-              for p in module.parameters()]
+    params = [
+        p
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in KV_MODULES
+        for p in module.parameters()
+    ]
     if not params:
         raise HfIclError(f"{type(model).__name__} has no {' / '.join(KV_MODULES)} modules to train")
     return params
@@ -183,12 +193,19 @@ class LayerCausalArm(DaiArm):
     def loss(self, ids: torch.Tensor, skip: int) -> torch.Tensor:
         decoder = self.model.get_decoder()
         if not hasattr(decoder, "norm") or not hasattr(decoder, "layers"):
-            raise HfIclError(f"layer_causal needs a decoder with .layers and a final .norm; "
-                             f"{type(decoder).__name__} has not")
+            raise HfIclError(
+                f"layer_causal needs a decoder with .layers and a final .norm; "
+                f"{type(decoder).__name__} has not"
+            )
         outputs: list[torch.Tensor] = []
-        hooks = [h for layer in decoder.layers for h in (
-            layer.register_forward_pre_hook(_detach_input, with_kwargs=True),
-            layer.register_forward_hook(lambda m, a, out: outputs.append(_first(out))))]
+        hooks = [
+            h
+            for layer in decoder.layers
+            for h in (
+                layer.register_forward_pre_hook(_detach_input, with_kwargs=True),
+                layer.register_forward_hook(lambda m, a, out: outputs.append(_first(out))),
+            )
+        ]
         try:
             self.model(input_ids=ids, logits_to_keep=1)
         finally:
@@ -219,8 +236,12 @@ class LoraArm(FtArm):
         from hf_icl.models import add_lora
 
         s = self.settings
-        config = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=0.0,
-                            target_modules=list(s.target_modules))
+        config = LoraConfig(
+            r=s.lora_rank,
+            lora_alpha=s.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=list(s.target_modules),
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
@@ -247,8 +268,12 @@ class HeldOut:
     gold: np.ndarray
 
 
-def choose_lr(arm: FtArm, candidates: list[float], episodes: list[HeldOut],
-              score: Callable[[RenderedEpisode], np.ndarray]) -> float:
+def choose_lr(
+    arm: FtArm,
+    candidates: list[float],
+    episodes: list[HeldOut],
+    score: Callable[[RenderedEpisode], np.ndarray],
+) -> float:
     """The candidate whose fine-tuned model scores the held-out queries best zero-shot:
     highest accuracy, ties broken by the mean log-probability of the gold label."""
     best, best_key = candidates[0], (-np.inf, -np.inf)

@@ -35,7 +35,7 @@ class Prompts(Protocol):
 @dataclass
 class Generation:
     tokens: list[int]
-    text: str                        # decoded without special tokens, cut at the first stop string
+    text: str  # decoded without special tokens, cut at the first stop string
     logprobs: np.ndarray | None = None  # (steps, vocab) log-probabilities, when recorded
 
 
@@ -53,17 +53,20 @@ def eos_ids(model, tokenizer) -> set[int]:
     return set(ids) or ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
-def check_generation_length(model, prompts: Prompts, max_shots: int, max_new_tokens: int,
-                            where: str) -> None:
+def check_generation_length(
+    model, prompts: Prompts, max_shots: int, max_new_tokens: int, where: str
+) -> None:
     """A prompt plus its longest generation must fit the context window."""
     limit = context_window(model)
     if limit is None:
         return
     longest = longest_generation(prompts, max_shots, max_new_tokens)
     if longest > limit:
-        raise HfIclError(f"{where}: a prompt with {max_shots} demonstrations plus max_new_tokens "
-                         f"{max_new_tokens} is {longest} tokens, over the model's context window "
-                         f"of {limit}; lower shots or scoring.max_new_tokens")
+        raise HfIclError(
+            f"{where}: a prompt with {max_shots} demonstrations plus max_new_tokens "
+            f"{max_new_tokens} is {longest} tokens, over the model's context window "
+            f"of {limit}; lower shots or scoring.max_new_tokens"
+        )
 
 
 class _Batch:
@@ -73,30 +76,56 @@ class _Batch:
         device, size = model.device, len(queries)
         width = max(len(q) for q in queries)
         self.model, self.lengths = model, torch.tensor([len(q) for q in queries], device=device)
-        self.cache = DynamicCache(ddp_cache_data=[
-            (k[:, :, :length].expand(size, -1, -1, -1).contiguous(),
-             v[:, :, :length].expand(size, -1, -1, -1).contiguous()) for k, v in prefix]) \
-            if prefix and length else DynamicCache()
+        self.cache = (
+            DynamicCache(
+                ddp_cache_data=[
+                    (
+                        k[:, :, :length].expand(size, -1, -1, -1).contiguous(),
+                        v[:, :, :length].expand(size, -1, -1, -1).contiguous(),
+                    )
+                    for k, v in prefix
+                ]
+            )
+            if prefix and length
+            else DynamicCache()
+        )
         cols = torch.arange(width, device=device)
-        offset = width - self.lengths[:, None]                      # left padding per row
+        offset = width - self.lengths[:, None]  # left padding per row
         valid = cols[None, :] >= offset
         q_pos = length + (cols[None, :] - offset).clamp(min=0)
-        self.key_valid = torch.cat([torch.ones(size, length, dtype=torch.bool, device=device), valid], 1)
+        self.key_valid = torch.cat(
+            [torch.ones(size, length, dtype=torch.bool, device=device), valid], 1
+        )
         self.key_pos = torch.cat([torch.arange(length, device=device).expand(size, -1), q_pos], 1)
         own = (cols[:, None] >= cols[None, :])[None] & valid[:, None, :] | torch.eye(
-            width, dtype=torch.bool, device=device)[None]              # pads see themselves only
-        allowed = torch.cat([torch.ones(size, width, length, dtype=torch.bool, device=device), own], 2)
+            width, dtype=torch.bool, device=device
+        )[None]  # pads see themselves only
+        allowed = torch.cat(
+            [torch.ones(size, width, length, dtype=torch.bool, device=device), own], 2
+        )
         ids = torch.tensor([[pad] * (width - len(q)) + q for q in queries], device=device)
         self.next_pos = length + self.lengths
         self.logits = self._forward(ids, q_pos, allowed)
 
-    def _forward(self, ids: torch.Tensor, q_pos: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        masks = [build_masks(self.model, allowed[b], q_pos[b], self.key_pos[b])
-                 for b in range(len(ids))]
-        mask = {name: torch.cat([m[name] for m in masks]) for name in masks[0]} \
-            if isinstance(masks[0], dict) else torch.cat(masks)
-        out = self.model(input_ids=ids, position_ids=q_pos, attention_mask=mask, use_cache=True,
-                         **cache_kwargs(self.model, self.cache), logits_to_keep=1)
+    def _forward(
+        self, ids: torch.Tensor, q_pos: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        masks = [
+            build_masks(self.model, allowed[b], q_pos[b], self.key_pos[b]) for b in range(len(ids))
+        ]
+        mask = (
+            {name: torch.cat([m[name] for m in masks]) for name in masks[0]}
+            if isinstance(masks[0], dict)
+            else torch.cat(masks)
+        )
+        out = self.model(
+            input_ids=ids,
+            position_ids=q_pos,
+            attention_mask=mask,
+            use_cache=True,
+            **cache_kwargs(self.model, self.cache),
+            logits_to_keep=1,
+        )
         return out.logits[:, -1].float().log_softmax(-1)
 
     def step(self, tokens: torch.Tensor) -> None:
@@ -114,8 +143,16 @@ class _Batch:
         self.next_pos, self.logits = self.next_pos[rows], self.logits[rows]
 
 
-def _decode_batch(model, tokenizer, prefix, length: int, queries: list[list[int]],
-                  until: Sequence[str], max_new_tokens: int, record: bool) -> list[Generation]:
+def _decode_batch(
+    model,
+    tokenizer,
+    prefix,
+    length: int,
+    queries: list[list[int]],
+    until: Sequence[str],
+    max_new_tokens: int,
+    record: bool,
+) -> list[Generation]:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stops, eos = [s for s in until if s], eos_ids(model, tokenizer)
     batch = _Batch(model, prefix, length, queries, pad)
@@ -140,28 +177,55 @@ def _decode_batch(model, tokenizer, prefix, length: int, queries: list[list[int]
             chosen = chosen[rows]
             active = [active[r] for r in still]
         batch.step(chosen)
-    return [Generation(t, cut_at_stop(tokenizer.decode(t, skip_special_tokens=True), until),
-                       np.stack(s) if record else None) for t, s in zip(tokens, steps)]
+    return [
+        Generation(
+            t,
+            cut_at_stop(tokenizer.decode(t, skip_special_tokens=True), until),
+            np.stack(s) if record else None,
+        )
+        for t, s in zip(tokens, steps)
+    ]
 
 
 @torch.inference_mode()
-def generate_queries(model, tokenizer, prompts: Prompts, shots: Sequence[int], *,
-                     until: Sequence[str], max_new_tokens: int, batch_size: int = 32,
-                     record: bool = False, where: str = "task") -> dict[int, list[Generation]]:
+def generate_queries(
+    model,
+    tokenizer,
+    prompts: Prompts,
+    shots: Sequence[int],
+    *,
+    until: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    record: bool = False,
+    where: str = "task",
+) -> dict[int, list[Generation]]:
     """Greedy generations of every query after k demos, for each k in shots."""
     if max_new_tokens <= 0:
         raise HfIclError(f"{where}: scoring.max_new_tokens must be ≥ 1, got {max_new_tokens}")
     max_shots = max(shots)
     if max_shots >= len(prompts.boundaries):
-        raise HfIclError(f"{where}: {max_shots} shots requested but the episode has only "
-                         f"{len(prompts.boundaries) - 1} demonstrations")
+        raise HfIclError(
+            f"{where}: {max_shots} shots requested but the episode has only "
+            f"{len(prompts.boundaries) - 1} demonstrations"
+        )
     check_generation_length(model, prompts, max_shots, max_new_tokens, where)
     prefix = _prefix_cache(model, prompts.prefix_ids[: prompts.boundaries[max_shots]])
     out = {}
     for k in sorted(set(shots)):
         queries = prompts.query_ids if k > 0 else prompts.query_ids_alone
-        out[k] = [g for start in range(0, len(queries), batch_size)
-                  for g in _decode_batch(model, tokenizer, prefix, prompts.boundaries[k],
-                                         queries[start: start + batch_size], until,
-                                         max_new_tokens, record)]
+        out[k] = [
+            g
+            for start in range(0, len(queries), batch_size)
+            for g in _decode_batch(
+                model,
+                tokenizer,
+                prefix,
+                prompts.boundaries[k],
+                queries[start : start + batch_size],
+                until,
+                max_new_tokens,
+                record,
+            )
+        ]
     return out

@@ -15,15 +15,21 @@ from hf_icl.filters import Filter, parse_filters
 @dataclass
 class ScoringOptions:
     method: Literal["loglikelihood", "generate"] = option(
-        "loglikelihood", help="loglikelihood: rank the label candidates; generate: greedy "
-        "generation, filtered and compared with the answer")
+        "loglikelihood",
+        help="loglikelihood: rank the label candidates; generate: greedy "
+        "generation, filtered and compared with the answer",
+    )
     until: list[str] | None = option(
-        None, help="generate: stop strings (default: the demo delimiter; chat prompts stop at "
-        "the model's end-of-turn token)")
+        None,
+        help="generate: stop strings (default: the demo delimiter; chat prompts stop at "
+        "the model's end-of-turn token)",
+    )
     max_new_tokens: int = option(32, help="generate: most tokens generated per query")
-    filters: list[Any] = option(default_factory=lambda: ["strip"],
-                                help="generate: filters applied in order (strip, lowercase, "
-                                "first_line, {function: regex, regex_pattern: ..., group_select: 0})")
+    filters: list[Any] = option(
+        default_factory=lambda: ["strip"],
+        help="generate: filters applied in order (strip, lowercase, "
+        "first_line, {function: regex, regex_pattern: ..., group_select: 0})",
+    )
     batch_size: int = option(32, help="generate: queries decoded together")
 
     def __post_init__(self) -> None:

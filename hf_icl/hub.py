@@ -15,12 +15,19 @@ from pathlib import Path
 
 from hf_icl.errors import HfIclError
 
-OFFLINE = ("the Hugging Face Hub is unreachable: offline mode is on (HF_HUB_OFFLINE or "
-           "HF_DATASETS_OFFLINE is set)")
+OFFLINE = (
+    "the Hugging Face Hub is unreachable: offline mode is on (HF_HUB_OFFLINE or "
+    "HF_DATASETS_OFFLINE is set)"
+)
 UNREACHABLE = "the Hugging Face Hub is unreachable (no network connection or it timed out)"
 LOGIN = "log in with `hf auth login` or set HF_TOKEN"
-_NETWORK_ERRORS = {"ConnectionError", "TransportError", "TimeoutException", "Timeout",
-                   "TimeoutError"}
+_NETWORK_ERRORS = {
+    "ConnectionError",
+    "TransportError",
+    "TimeoutException",
+    "Timeout",
+    "TimeoutError",
+}
 
 
 def hub_offline() -> bool:
@@ -53,13 +60,19 @@ def hub_reason(err: BaseException) -> str | None:
         (hub.HFValidationError, lambda e: f"not a valid Hub repo id ({first_sentence(e)})"),
         (hub.OfflineModeIsEnabled, lambda e: OFFLINE),
         (hub.GatedRepoError, lambda e: f"gated on the Hub: accept its terms online and {LOGIN}"),
-        (hub.RepositoryNotFoundError,
-         lambda e: f"not found on the Hub (a private repo needs a token: {LOGIN})"),
+        (
+            hub.RepositoryNotFoundError,
+            lambda e: f"not found on the Hub (a private repo needs a token: {LOGIN})",
+        ),
         (hub.RevisionNotFoundError, lambda e: "revision not found on the Hub"),
-        (getattr(datasets_errors, "DatasetNotFoundError", ()),
-         lambda e: f"not found on the Hub (a private dataset needs a token: {LOGIN})"),
-        (hub.LocalEntryNotFoundError,
-         lambda e: f"{OFFLINE}, and it is not in the local cache" if hub_offline() else None),
+        (
+            getattr(datasets_errors, "DatasetNotFoundError", ()),
+            lambda e: f"not found on the Hub (a private dataset needs a token: {LOGIN})",
+        ),
+        (
+            hub.LocalEntryNotFoundError,
+            lambda e: f"{OFFLINE}, and it is not in the local cache" if hub_offline() else None,
+        ),
     ]
     for kind, reason in checks:
         for e in chain:
@@ -104,22 +117,26 @@ def check_push(repo_id: str, where: str = "--push-to-hub") -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise HfIclError(f"{where} {repo_id!r}: not a valid Hub repo id "
-                         f"({first_sentence(err)}); expected NAME or ORG/NAME") from None
+        raise HfIclError(
+            f"{where} {repo_id!r}: not a valid Hub repo id "
+            f"({first_sentence(err)}); expected NAME or ORG/NAME"
+        ) from None
     if hub_offline():
         raise HfIclError(f"{where} {repo_id}: cannot push: {OFFLINE}")
     try:
         user = HfApi().whoami()
     except LocalTokenNotFoundError:
-        raise HfIclError(f"{where} {repo_id}: cannot push without a Hugging Face token: "
-                         f"{LOGIN}") from None
+        raise HfIclError(
+            f"{where} {repo_id}: cannot push without a Hugging Face token: {LOGIN}"
+        ) from None
     except Exception as err:
         reason = hub_reason(err) or f"the Hub refused the token ({first_sentence(err)}): {LOGIN}"
         raise HfIclError(f"{where} {repo_id}: cannot push: {reason}") from None
     role = (user.get("auth", {}).get("accessToken") or {}).get("role")
     if role == "read":
-        raise HfIclError(f"{where} {repo_id}: cannot push with a read-only token: use a token "
-                         "with write access")
+        raise HfIclError(
+            f"{where} {repo_id}: cannot push with a read-only token: use a token with write access"
+        )
 
 
 def find_artifact(path: Path) -> tuple[Path, str]:
@@ -130,8 +147,10 @@ def find_artifact(path: Path) -> tuple[Path, str]:
         return path / "model", "model"
     if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
         return path, "model"
-    raise HfIclError(f"{path}: nothing to push: neither a finished train run (no model/ folder) "
-                     "nor a dataset folder written by `hf-icl build`")
+    raise HfIclError(
+        f"{path}: nothing to push: neither a finished train run (no model/ folder) "
+        "nor a dataset folder written by `hf-icl build`"
+    )
 
 
 def push_command(path: Path, repo_id: str, private: bool) -> str:
@@ -151,12 +170,17 @@ def push(path: Path, repo_id: str, private: bool = False) -> str:
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
-                          commit_message=f"Upload {repo_type} built with hf-icl")
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type=repo_type,
+            folder_path=str(folder),
+            commit_message=f"Upload {repo_type} built with hf-icl",
+        )
     except Exception as err:
         reason = hub_reason(err) or first_sentence(err)
-        raise HfIclError(f"pushing {folder} to {repo_id} failed: {reason}; the local files are "
-                         f"intact: push them later with `{push_command(path, repo_id, private)}`"
-                         ) from None
+        raise HfIclError(
+            f"pushing {folder} to {repo_id} failed: {reason}; the local files are "
+            f"intact: push them later with `{push_command(path, repo_id, private)}`"
+        ) from None
     prefix = "datasets/" if repo_type == "dataset" else ""
     return f"https://huggingface.co/{prefix}{repo_id}"

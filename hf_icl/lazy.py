@@ -17,7 +17,9 @@ def lazy_exports(package: str, homes: dict[str, str]) -> tuple[Callable, Callabl
         if name not in homes:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         home = homes[name]
-        module = importlib.import_module(home if home.startswith("hf_icl.") else f"{package}.{home}")
+        module = importlib.import_module(
+            home if home.startswith("hf_icl.") else f"{package}.{home}"
+        )
         namespace[name] = value = getattr(module, name)
         return value
 

@@ -30,8 +30,9 @@ class GenDocument:
 def generation_documents(task: LmEvalTask, limit: int | None = None) -> list[GenDocument]:
     """The first ``limit`` evaluation documents of a generate_until task, with their answers."""
     if task.output_type != "generate_until":
-        raise HfIclError(f"lm-eval task {task.name!r}: output_type {task.output_type!r} is not "
-                         "generate_until")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: output_type {task.output_type!r} is not generate_until"
+        )
     docs = []
     for doc_id, doc in enumerate(task.eval_docs(limit)):
         target = task.task.doc_to_target(doc)
@@ -49,34 +50,51 @@ def generation_settings(task: LmEvalTask) -> tuple[list[str], int]:
     until = [until] if isinstance(until, str) else list(until)
     new = kwargs.get("max_gen_toks") or kwargs.get("max_new_tokens") or DEFAULT_MAX_GEN_TOKS
     if kwargs.get("do_sample") or kwargs.get("temperature", 0.0):
-        raise HfIclError(f"lm-eval task {task.name!r}: sampling (do_sample / temperature > 0) is "
-                         "not supported; hf-icl decodes greedily")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: sampling (do_sample / temperature > 0) is "
+            "not supported; hf-icl decodes greedily"
+        )
     return until, int(new)
 
 
-def lm_eval_generation_prompts(renderer: TextRenderer, task: LmEvalTask, docs: list[GenDocument],
-                               max_shots: int, selection: DemoSelection) -> GenerationPrompts:
+def lm_eval_generation_prompts(
+    renderer: TextRenderer,
+    task: LmEvalTask,
+    docs: list[GenDocument],
+    max_shots: int,
+    selection: DemoSelection,
+) -> GenerationPrompts:
     """lm-eval's prompts for every document after 0..max_shots demonstrations, as one demo
     prefix (cut at each shot count) and each document's own text."""
     if not selection.shared(task):
-        raise HfIclError(f"lm-eval task {task.name!r}: generation needs one demo list for every "
-                         "document (demos.selection first_n or fixed)")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: generation needs one demo list for every "
+            "document (demos.selection first_n or fixed)"
+        )
     texts = [task.task.doc_to_text(d.doc) for d in docs]
     heads = []
     for k in range(max_shots + 1):
         context = fewshot_contexts(task, [docs[0].doc], k, selection)[0]
         if not context.endswith(texts[0]):
-            raise HfIclError(f"lm-eval task {task.name!r}: a prompt does not end with the "
-                             "document's text, so its demonstrations cannot be shared")
+            raise HfIclError(
+                f"lm-eval task {task.name!r}: a prompt does not end with the "
+                "document's text, so its demonstrations cannot be shared"
+            )
         heads.append(context[: len(context) - len(texts[0])])
     full = heads[-1]
     if any(not full.startswith(h) for h in heads):
-        raise HfIclError(f"lm-eval task {task.name!r}: prompts with fewer demonstrations are not "
-                         "a prefix of prompts with more")
-    for text, context in zip(texts, fewshot_contexts(task, [d.doc for d in docs], max_shots, selection)):
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: prompts with fewer demonstrations are not "
+            "a prefix of prompts with more"
+        )
+    for text, context in zip(
+        texts, fewshot_contexts(task, [d.doc for d in docs], max_shots, selection)
+    ):
         if context != full + text:
-            raise HfIclError(f"lm-eval task {task.name!r}: the documents' prompts differ in more "
-                             "than their own text")
+            raise HfIclError(
+                f"lm-eval task {task.name!r}: the documents' prompts differ in more "
+                "than their own text"
+            )
     tokenizer = renderer.tokenizer
     bos = tokenizer.bos_token
     special = [] if bos and full.startswith(bos) else list(renderer.special_prefix)

@@ -110,17 +110,23 @@ def load_lm_eval_tasks(ref: str, include_path: str | None = None) -> list[LmEval
         manager = _manager(ref, include_path)
         key = _name_of_file(manager, ref) if is_file else ref
         if key not in manager.all_tasks:
-            raise HfIclError(f"unknown lm-eval task {key!r}{did_you_mean(key, manager.all_tasks)}"
-                             + ("" if include_path else "; a task outside lm-eval needs "
-                                "include_path (its folder) or a YAML path"))
+            raise HfIclError(
+                f"unknown lm-eval task {key!r}{did_you_mean(key, manager.all_tasks)}"
+                + (
+                    ""
+                    if include_path
+                    else "; a task outside lm-eval needs include_path (its folder) or a YAML path"
+                )
+            )
         try:
             loaded = manager.load([key])
         except HfIclError:
             raise
         except Exception as err:  # lm-eval and datasets raise many types; name the dataset
             raise HfIclError(_load_failure(manager, key, err)) from None
-    group_of = {child: group for group, children in loaded["group_map"].items()
-                for child in children}
+    group_of = {
+        child: group for group, children in loaded["group_map"].items() for child in children
+    }
     return [LmEvalTask(name, task, group_of.get(name)) for name, task in loaded["tasks"].items()]
 
 
@@ -140,14 +146,21 @@ def _load_failure(manager, key: str, err: Exception) -> str:
     config = getattr(entry, "cfg", None) or {}
     dataset = config.get("dataset_path") if isinstance(config, dict) else None
     where = f"lm-eval task {key!r}"
-    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = (
+        os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    )
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     unreachable = isinstance(err, ConnectionError) or any(
-        word in text.lower() for word in ("offline", "connect", "couldn't reach", "not found on"))
-    if unreachable or (offline and type(err).__name__ in ("DatasetNotFoundError", "FileNotFoundError")):
-        return (f"{where}: dataset {dataset!r} cannot be loaded: the Hugging Face Hub is "
-                f"unreachable (offline) and it is not cached locally "
-                f"({type(err).__name__}: {text[:200]})")
+        word in text.lower() for word in ("offline", "connect", "couldn't reach", "not found on")
+    )
+    if unreachable or (
+        offline and type(err).__name__ in ("DatasetNotFoundError", "FileNotFoundError")
+    ):
+        return (
+            f"{where}: dataset {dataset!r} cannot be loaded: the Hugging Face Hub is "
+            f"unreachable (offline) and it is not cached locally "
+            f"({type(err).__name__}: {text[:200]})"
+        )
     return f"{where} cannot be loaded: {type(err).__name__}: {text[:300]}"
 
 
@@ -167,15 +180,20 @@ def mc_documents(task: LmEvalTask, limit: int | None = None) -> list[McDocument]
     A document without choices, or whose gold index is out of range, is an error naming it:
     lm-eval would count it as wrong, which says nothing about the model."""
     if task.output_type != "multiple_choice":
-        raise HfIclError(f"lm-eval task {task.name!r}: output_type {task.output_type!r} is not "
-                         "supported (multiple_choice is; generate_until is scored by the "
-                         "generation scorer)")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: output_type {task.output_type!r} is not "
+            "supported (multiple_choice is; generate_until is scored by the "
+            "generation scorer)"
+        )
     if task.task.multiple_input:
-        raise HfIclError(f"lm-eval task {task.name!r}: one context per choice (multiple inputs, "
-                         "as in winogrande) is not supported")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: one context per choice (multiple inputs, "
+            "as in winogrande) is not supported"
+        )
     if task.task.multiple_target:
-        raise HfIclError(f"lm-eval task {task.name!r}: several gold answers per document are "
-                         "not supported")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: several gold answers per document are not supported"
+        )
     docs = []
     for doc_id, doc in enumerate(task.eval_docs(limit)):
         choices = task.task.doc_to_choice(doc)
@@ -185,8 +203,10 @@ def mc_documents(task: LmEvalTask, limit: int | None = None) -> list[McDocument]
         if not choices:
             raise HfIclError(f"lm-eval task {task.name!r}: document {doc_id} has no choices")
         if not isinstance(gold, int) or not 0 <= gold < len(choices):
-            raise HfIclError(f"lm-eval task {task.name!r}: document {doc_id} has gold {gold!r} "
-                             f"outside its {len(choices)} choices")
+            raise HfIclError(
+                f"lm-eval task {task.name!r}: document {doc_id} has gold {gold!r} "
+                f"outside its {len(choices)} choices"
+            )
         docs.append(McDocument(doc_id, doc, list(choices), gold))
     if not docs:
         raise HfIclError(f"lm-eval task {task.name!r} has no evaluation documents")
@@ -243,8 +263,10 @@ def check_shots(task: LmEvalTask, selection: DemoSelection, max_shots: int) -> N
         pool = len(task.fewshot_pool())
         bad = [i for i in selection.indices if not 0 <= i < pool]
         if bad:
-            raise HfIclError(f"lm-eval task {task.name!r}: demos.indices {bad} outside the "
-                             f"few-shot pool of {pool} documents")
+            raise HfIclError(
+                f"lm-eval task {task.name!r}: demos.indices {bad} outside the "
+                f"few-shot pool of {pool} documents"
+            )
         have, what = len(selection.indices), "the fixed demo list holds"
     else:
         have, what = len(task.fewshot_pool()), "its few-shot pool holds"
@@ -252,12 +274,15 @@ def check_shots(task: LmEvalTask, selection: DemoSelection, max_shots: int) -> N
         if task.task.fewshot_cfg.split == task.task.config.test_split:
             have -= 1
     if max_shots > have:
-        raise HfIclError(f"lm-eval task {task.name!r}: {max_shots} shots requested but {what} "
-                         f"{max(have, 0)} demonstrations; lower shots")
+        raise HfIclError(
+            f"lm-eval task {task.name!r}: {max_shots} shots requested but {what} "
+            f"{max(have, 0)} demonstrations; lower shots"
+        )
 
 
-def fewshot_contexts(task: LmEvalTask, docs: list[dict], shots: int,
-                     selection: DemoSelection) -> list[str]:
+def fewshot_contexts(
+    task: LmEvalTask, docs: list[dict], shots: int, selection: DemoSelection
+) -> list[str]:
     """lm-eval's prompt for each doc after ``shots`` demonstrations.
 
     Random selection is replayed exactly: lm-eval seeds one `random.Random` per task and draws
@@ -308,8 +333,9 @@ class LmEvalEncoder:
         """(context ids, continuation ids) for each (context, continuation) string pair."""
         from types import SimpleNamespace
 
-        return self._loglikelihood(self, [SimpleNamespace(args=p) for p in pairs],
-                                   disable_tqdm=True)
+        return self._loglikelihood(
+            self, [SimpleNamespace(args=p) for p in pairs], disable_tqdm=True
+        )
 
 
 def mc_continuations(task: LmEvalTask, doc: McDocument) -> list[str]:

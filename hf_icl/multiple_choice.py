@@ -49,7 +49,7 @@ class ChoiceScores:
 @dataclass
 class _Segment:
     request: int
-    cached: int       # prompt tokens read from the prefix cache
+    cached: int  # prompt tokens read from the prefix cache
     trunk: list[int]  # the rest of the context
     branches: list[list[int]]  # each continuation without its last token
 
@@ -85,15 +85,21 @@ def check_window(requests: list[ChoiceRequest], limit: int | None, where: str) -
     for i, req in enumerate(requests):
         length = len(req.context) + max(len(c) for c in req.continuations)
         if length > limit:
-            raise HfIclError(f"{where}: prompt {i} is {length} tokens, over the model's context "
-                             f"window of {limit}; lower shots")
+            raise HfIclError(
+                f"{where}: prompt {i} is {length} tokens, over the model's context "
+                f"window of {limit}; lower shots"
+            )
 
 
 def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_Segment]):
     """Log-probs at every position that predicts a continuation token, per segment."""
     device = model.device
-    q_pos, k_pos, allowed = packed_tree_row([s.cached for s in row], [len(s.trunk) for s in row],
-                                            [[len(b) for b in s.branches] for s in row], device)
+    q_pos, k_pos, allowed = packed_tree_row(
+        [s.cached for s in row],
+        [len(s.trunk) for s in row],
+        [[len(b) for b in s.branches] for s in row],
+        device,
+    )
     cached = max(s.cached for s in row)
     ids, reads, at = [], [], 0
     for seg in row:
@@ -105,17 +111,24 @@ def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_S
             read += range(at, at + len(branch))
             at += len(branch)
         reads.append(read)
-    past = DynamicCache(ddp_cache_data=[(k[:, :, :cached], v[:, :, :cached]) for k, v in cache]) \
-        if cache and cached else None
+    past = (
+        DynamicCache(ddp_cache_data=[(k[:, :, :cached], v[:, :, :cached]) for k, v in cache])
+        if cache and cached
+        else None
+    )
     flat = [p for read in reads for p in read]
-    out = model(input_ids=torch.tensor([ids], device=device), position_ids=q_pos[None],
-                attention_mask=build_masks(model, allowed, q_pos, k_pos),
-                **cache_kwargs(model, past), use_cache=past is not None,
-                logits_to_keep=torch.tensor(flat, device=device))
+    out = model(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=q_pos[None],
+        attention_mask=build_masks(model, allowed, q_pos, k_pos),
+        **cache_kwargs(model, past),
+        use_cache=past is not None,
+        logits_to_keep=torch.tensor(flat, device=device),
+    )
     logp = out.logits[0].float().log_softmax(-1)
     per_segment, start = [], 0
     for read in reads:
-        per_segment.append(logp[start: start + len(read)])
+        per_segment.append(logp[start : start + len(read)])
         start += len(read)
     return per_segment
 
@@ -124,7 +137,7 @@ def _choice_scores(logp: torch.Tensor, seg: _Segment, request: ChoiceRequest) ->
     """logp rows: the trunk's last token, then each branch's tokens in order."""
     lls, greedy, at = [], [], 1
     for cont, branch in zip(request.continuations, seg.branches):
-        rows = torch.cat([logp[:1], logp[at: at + len(branch)]])
+        rows = torch.cat([logp[:1], logp[at : at + len(branch)]])
         at += len(branch)
         tokens = torch.tensor(cont, device=rows.device)
         lls.append(float(rows.gather(1, tokens[:, None]).double().sum()))
@@ -133,8 +146,14 @@ def _choice_scores(logp: torch.Tensor, seg: _Segment, request: ChoiceRequest) ->
 
 
 @torch.inference_mode()
-def score_choices(model, requests: list[ChoiceRequest], *, prefix: list[int] | None = None,
-                  cache=None, pack_tokens: int = 768) -> list[ChoiceScores]:
+def score_choices(
+    model,
+    requests: list[ChoiceRequest],
+    *,
+    prefix: list[int] | None = None,
+    cache=None,
+    pack_tokens: int = 768,
+) -> list[ChoiceScores]:
     """Log-likelihood of every continuation after its context, reusing ``prefix``'s KV cache
     (or a ``cache`` already computed for it) wherever a context starts with it."""
     prefix = prefix or []
@@ -149,18 +168,22 @@ def score_choices(model, requests: list[ChoiceRequest], *, prefix: list[int] | N
     return results  # type: ignore[return-value]
 
 
-def score_choice_curve(model, requests: dict[int, list[ChoiceRequest]], *,
-                       pack_tokens: int = 768) -> dict[int, list[ChoiceScores]]:
+def score_choice_curve(
+    model, requests: dict[int, list[ChoiceRequest]], *, pack_tokens: int = 768
+) -> dict[int, list[ChoiceScores]]:
     """Every shot count's prompts with one prefix encoding (`_curve_prefix`)."""
     prefix = _curve_prefix(requests)
     with torch.inference_mode():
         cache = _prefix_cache(model, prefix) if prefix else []
-    return {k: score_choices(model, reqs, prefix=prefix, cache=cache, pack_tokens=pack_tokens)
-            for k, reqs in sorted(requests.items())}
+    return {
+        k: score_choices(model, reqs, prefix=prefix, cache=cache, pack_tokens=pack_tokens)
+        for k, reqs in sorted(requests.items())
+    }
 
 
-def unconditional_scores(model, tokenizer, task: LmEvalTask, docs: list[McDocument], *,
-                         pack_tokens: int = 768) -> list[ChoiceScores]:
+def unconditional_scores(
+    model, tokenizer, task: LmEvalTask, docs: list[McDocument], *, pack_tokens: int = 768
+) -> list[ChoiceScores]:
     """Each choice's log-likelihood after an empty context (lm-eval's prefix token alone), for
     lm-eval's acc_mutual_info; it does not depend on the shot count."""
     encoder = LmEvalEncoder(tokenizer)
@@ -168,8 +191,10 @@ def unconditional_scores(model, tokenizer, task: LmEvalTask, docs: list[McDocume
     for doc in docs:
         pairs = encoder.encode([("", cont) for cont in mc_continuations(task, doc)])
         if len({tuple(c) for c, _ in pairs}) != 1:  # a continuation's first token became context
-            raise HfIclError(f"lm-eval task {task.name!r}: document {doc.doc_id}: a choice starts "
-                             "with the prefix token; acc_mutual_info cannot share one context")
+            raise HfIclError(
+                f"lm-eval task {task.name!r}: document {doc.doc_id}: a choice starts "
+                "with the prefix token; acc_mutual_info cannot share one context"
+            )
         requests.append(ChoiceRequest(pairs[0][0], [p[1] for p in pairs]))
     return score_choices(model, requests, pack_tokens=pack_tokens)
 
@@ -182,8 +207,13 @@ def predictions(scores: ChoiceScores, choices: list[str]) -> tuple[int, int]:
     return int(np.argmax(lls)), int(np.argmax(lls / lengths))
 
 
-def lm_eval_requests(task: LmEvalTask, docs: list[McDocument], shots: int,
-                     selection: DemoSelection, encoder: LmEvalEncoder) -> list[ChoiceRequest]:
+def lm_eval_requests(
+    task: LmEvalTask,
+    docs: list[McDocument],
+    shots: int,
+    selection: DemoSelection,
+    encoder: LmEvalEncoder,
+) -> list[ChoiceRequest]:
     """Each document's prompt after ``shots`` demonstrations, as lm-eval tokenizes it."""
     contexts = fewshot_contexts(task, [d.doc for d in docs], shots, selection)
     requests = []
@@ -193,9 +223,16 @@ def lm_eval_requests(task: LmEvalTask, docs: list[McDocument], shots: int,
     return requests
 
 
-def score_lm_eval_task(model, tokenizer, task: LmEvalTask, docs: list[McDocument],
-                       shots: list[int], selection: DemoSelection, *,
-                       pack_tokens: int = 768) -> dict[int, list[ChoiceScores]]:
+def score_lm_eval_task(
+    model,
+    tokenizer,
+    task: LmEvalTask,
+    docs: list[McDocument],
+    shots: list[int],
+    selection: DemoSelection,
+    *,
+    pack_tokens: int = 768,
+) -> dict[int, list[ChoiceScores]]:
     """The whole k-shot curve of a multiple-choice lm-eval task, log-likelihoods as lm-eval's."""
     encoder = LmEvalEncoder(tokenizer)
     requests = {k: lm_eval_requests(task, docs, k, selection, encoder) for k in shots}
@@ -208,5 +245,6 @@ def scored_tokens(requests: dict[int, list[ChoiceRequest]]) -> int:
     """Tokens `score_choice_curve` runs through the model: the shared prefix once, then each
     prompt's unshared context and its choices (all but their last token)."""
     prefix = _curve_prefix(requests)
-    return len(prefix) + sum(_segment(i, req, prefix).length for reqs in requests.values()
-                             for i, req in enumerate(reqs))
+    return len(prefix) + sum(
+        _segment(i, req, prefix).length for reqs in requests.values() for i, req in enumerate(reqs)
+    )

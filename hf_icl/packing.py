@@ -49,7 +49,9 @@ def packed_row(
 
 
 def packed_tree_row(
-    prefix_lens: Sequence[int], trunks: Sequence[int], branches: Sequence[Sequence[int]],
+    prefix_lens: Sequence[int],
+    trunks: Sequence[int],
+    branches: Sequence[Sequence[int]],
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(query positions, key positions, allowed) for segments that fork: segment i sees the
@@ -70,8 +72,11 @@ def packed_tree_row(
     q_pos = starts + depth_t
     k_pos = torch.cat([torch.arange(cached, device=device), q_pos])
     sees_prefix = torch.arange(cached, device=device)[None, :] < starts[:, None]
-    same = (seg_t[:, None] == seg_t[None, :]) & (depth_t[:, None] >= depth_t[None, :]) & (
-        (branch_t[None, :] == -1) | (branch_t[None, :] == branch_t[:, None]))
+    same = (
+        (seg_t[:, None] == seg_t[None, :])
+        & (depth_t[:, None] >= depth_t[None, :])
+        & ((branch_t[None, :] == -1) | (branch_t[None, :] == branch_t[:, None]))
+    )
     return q_pos, k_pos, torch.cat([sees_prefix, same], 1)
 
 

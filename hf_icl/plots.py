@@ -45,8 +45,9 @@ def panel_grid(count: int, columns: int = 3, extra_height: float = 0.0):
     plt = pyplot()
     cols = min(columns, count)
     rows = -(-count // cols)
-    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows + extra_height),
-                             squeeze=False)
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(5 * cols, 3.8 * rows + extra_height), squeeze=False
+    )
     for ax in grid.flat[count:]:
         ax.set_visible(False)
     return fig, list(grid.flat[:count])

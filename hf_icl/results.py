@@ -106,8 +106,10 @@ class RunFolder:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("created"), list):
-            raise HfIclError(f"output folder {self.path}: its run marker {MARKER} is unreadable; "
-                             "choose another --out or delete the folder by hand")
+            raise HfIclError(
+                f"output folder {self.path}: its run marker {MARKER} is unreadable; "
+                "choose another --out or delete the folder by hand"
+            )
         return data
 
     def _same_config(self, resolved: dict) -> bool:
@@ -130,21 +132,32 @@ class RunFolder:
             raise HfIclError(f"output folder {self.path} is a file; choose another --out")
         marker = self._read_marker()
         if marker is None:
-            if not self.path.is_dir() or not any(p.name not in BOOKKEEPING
-                                                 for p in self.path.iterdir()):
+            if not self.path.is_dir() or not any(
+                p.name not in BOOKKEEPING for p in self.path.iterdir()
+            ):
                 return None
             if not self._same_config(resolved):
-                raise HfIclError(f"output folder {self.path} is not empty and is not an hf-icl run "
-                                 f"folder (no {MARKER}); choose another --out (nothing was deleted)")
-            marker = {"job": None, "config_hash": config_hash(resolved), "created": [],
-                      "adopted": True}
+                raise HfIclError(
+                    f"output folder {self.path} is not empty and is not an hf-icl run "
+                    f"folder (no {MARKER}); choose another --out (nothing was deleted)"
+                )
+            marker = {
+                "job": None,
+                "config_hash": config_hash(resolved),
+                "created": [],
+                "adopted": True,
+            }
         if marker.get("adopted") and overwrite:
-            raise HfIclError(f"output folder {self.path} holds a run written before hf-icl marked "
-                             "its run folders; --overwrite never empties it: choose another --out "
-                             "or delete it by hand")
+            raise HfIclError(
+                f"output folder {self.path} holds a run written before hf-icl marked "
+                "its run folders; --overwrite never empties it: choose another --out "
+                "or delete it by hand"
+            )
         if marker.get("config_hash") != config_hash(resolved) and not overwrite:
-            raise HfIclError(f"output folder {self.path} holds a run with a different config; "
-                             "pass --overwrite to replace it or --out to choose another folder")
+            raise HfIclError(
+                f"output folder {self.path} holds a run with a different config; "
+                "pass --overwrite to replace it or --out to choose another folder"
+            )
         if not locked:
             self._check_lock()
         return marker
@@ -158,17 +171,23 @@ class RunFolder:
 
     def _stale(self, owner: dict[str, Any]) -> bool:
         pid = owner.get("pid")
-        return not owner or owner.get("host") == socket.gethostname() and isinstance(pid, int) \
+        return (
+            not owner
+            or owner.get("host") == socket.gethostname()
+            and isinstance(pid, int)
             and not _pid_alive(pid)
+        )
 
     def _check_lock(self) -> None:
         if not (self.path / LOCK).exists():
             return
         owner = self._owner()
         if not self._stale(owner):
-            raise HfIclError(f"output folder {self.path} is in use by process {owner.get('pid')} "
-                             f"on {owner.get('host')}; wait for it or remove {self.path / LOCK} "
-                             "if it died")
+            raise HfIclError(
+                f"output folder {self.path} is in use by process {owner.get('pid')} "
+                f"on {owner.get('host')}; wait for it or remove {self.path / LOCK} "
+                "if it died"
+            )
 
     @contextmanager
     def claim(self, job: str, resolved: dict, overwrite: bool) -> Iterator[None]:
@@ -193,8 +212,9 @@ class RunFolder:
                     with suppress(OSError):
                         self.path.rmdir()
                 if isinstance(err, OSError):
-                    raise HfIclError(f"output folder {self.path}: not writable "
-                                     f"({err.strerror or err})") from None
+                    raise HfIclError(
+                        f"output folder {self.path}: not writable ({err.strerror or err})"
+                    ) from None
                 raise
             try:
                 yield
@@ -206,8 +226,12 @@ class RunFolder:
         created: list[str] = []
         if marker is not None and overwrite:
             for name in marker["created"]:
-                if isinstance(name, str) and name not in BOOKKEEPING and "/" not in name \
-                        and name not in ("", ".", ".."):
+                if (
+                    isinstance(name, str)
+                    and name not in BOOKKEEPING
+                    and "/" not in name
+                    and name not in ("", ".", "..")
+                ):
                     _remove(self.path / name)
         elif marker is not None:
             created = [n for n in marker["created"] if isinstance(n, str)]
@@ -238,8 +262,10 @@ class RunFolder:
         while True:
             self._check_lock()
             if lock.exists():
-                warnings.warn(f"{lock}: taking over a stale lock of process "
-                              f"{self._owner().get('pid')}", stacklevel=3)
+                warnings.warn(
+                    f"{lock}: taking over a stale lock of process {self._owner().get('pid')}",
+                    stacklevel=3,
+                )
                 lock.unlink(missing_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.path)
             with os.fdopen(fd, "w") as fh:
@@ -292,7 +318,9 @@ class RunFolder:
         atomic_write(self.file(name), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
     def write_json(self, name: str, data: Any) -> None:
-        atomic_write(self.file(name), json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write(
+            self.file(name), json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+        )
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.file(name), text)

@@ -21,7 +21,7 @@ class Shard:
         return "samples.jsonl" if self.world == 1 else f"samples.part-{self.rank}.jsonl"
 
     def mine(self, items: list) -> list:
-        return items[self.rank::self.world]
+        return items[self.rank :: self.world]
 
 
 @dataclass

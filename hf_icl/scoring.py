@@ -42,9 +42,14 @@ def _prefix_cache(model, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tenso
     device = model.device
     pos, allowed = causal(len(ids), device)
     cache = DynamicCache()
-    model(input_ids=torch.tensor([ids], device=device), position_ids=pos[None],
-          attention_mask=build_masks(model, allowed, pos, pos), **cache_kwargs(model, cache),
-          use_cache=True, logits_to_keep=1)
+    model(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=pos[None],
+        attention_mask=build_masks(model, allowed, pos, pos),
+        **cache_kwargs(model, cache),
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -53,23 +58,39 @@ def _segments(rendered: RenderedEpisode, shots: int, extra: list[list[int]]) -> 
     queries = list(queries) + extra
     if all(len(c) == 1 for c in rendered.candidates):
         return [Segment(q, i, None) for i, q in enumerate(queries)]
-    return [Segment(q + c[:-1], i, j) for i, q in enumerate(queries)
-            for j, c in enumerate(rendered.candidates)]
+    return [
+        Segment(q + c[:-1], i, j)
+        for i, q in enumerate(queries)
+        for j, c in enumerate(rendered.candidates)
+    ]
 
 
-def _forward_row(model, prefix: list[tuple[torch.Tensor, torch.Tensor]], length: int,
-                 row: list[Segment], read: list[list[int]]) -> torch.Tensor:
+def _forward_row(
+    model,
+    prefix: list[tuple[torch.Tensor, torch.Tensor]],
+    length: int,
+    row: list[Segment],
+    read: list[list[int]],
+) -> torch.Tensor:
     """Forward one packed row after prefix[:length]; return log-probs at the read positions."""
     device = model.device
     ids = [t for seg in row for t in seg.ids]
     q_pos, k_pos, allowed = packed_row(length, [len(seg.ids) for seg in row], device)
-    cache = DynamicCache(ddp_cache_data=[(k[:, :, :length], v[:, :, :length]) for k, v in prefix]) \
-        if prefix and length else None
+    cache = (
+        DynamicCache(ddp_cache_data=[(k[:, :, :length], v[:, :, :length]) for k, v in prefix])
+        if prefix and length
+        else None
+    )
     starts = np.cumsum([0] + [len(seg.ids) for seg in row])
     flat = [int(starts[i] + p) for i, positions in enumerate(read) for p in positions]
-    out = model(input_ids=torch.tensor([ids], device=device), position_ids=q_pos[None],
-                attention_mask=build_masks(model, allowed, q_pos, k_pos), **cache_kwargs(model, cache),
-                use_cache=cache is not None, logits_to_keep=torch.tensor(flat, device=device))
+    out = model(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=q_pos[None],
+        attention_mask=build_masks(model, allowed, q_pos, k_pos),
+        **cache_kwargs(model, cache),
+        use_cache=cache is not None,
+        logits_to_keep=torch.tensor(flat, device=device),
+    )
     return out.logits[0].float().log_softmax(-1)
 
 
@@ -85,9 +106,16 @@ def _row_reads(row: list[Segment], candidates: list[list[int]]) -> list[list[int
     return reads
 
 
-def _score_segments(model, prefix, length: int, segments: list[Segment],
-                    candidates: list[list[int]], num_queries: int, pack_tokens: int,
-                    length_normalise: bool) -> np.ndarray:
+def _score_segments(
+    model,
+    prefix,
+    length: int,
+    segments: list[Segment],
+    candidates: list[list[int]],
+    num_queries: int,
+    pack_tokens: int,
+    length_normalise: bool,
+) -> np.ndarray:
     scores = np.zeros((num_queries, len(candidates)), dtype=np.float64)
     for indices in pack_rows([len(seg.ids) for seg in segments], pack_tokens):
         row = [segments[i] for i in indices]
@@ -95,7 +123,7 @@ def _score_segments(model, prefix, length: int, segments: list[Segment],
         logp = _forward_row(model, prefix, length, row, reads)
         at = 0
         for seg, positions in zip(row, reads):
-            rows = logp[at: at + len(positions)]
+            rows = logp[at : at + len(positions)]
             at += len(positions)
             if seg.candidate is None:
                 cand = torch.tensor([c[0] for c in candidates], device=rows.device)
@@ -114,24 +142,39 @@ def check_length(model, rendered: RenderedEpisode, max_shots: int, where: str) -
         return
     tail = max(len(q) for q in rendered.query_ids) + max(len(c) for c in rendered.candidates)
     if tail > limit:
-        raise HfIclError(f"{where}: a query alone is {tail} tokens, beyond the model's context "
-                         f"window of {limit} tokens; shorten the template or the inputs")
+        raise HfIclError(
+            f"{where}: a query alone is {tail} tokens, beyond the model's context "
+            f"window of {limit} tokens; shorten the template or the inputs"
+        )
     longest = rendered.boundaries[max_shots] + tail
     if longest > limit:
-        fit = max((k for k, end in enumerate(rendered.boundaries) if end + tail <= limit), default=0)
-        raise HfIclError(f"{where}: prompt of {longest} tokens at {max_shots} shots exceeds the "
-                         f"model's context window of {limit} tokens; at most {fit} shots fit")
+        fit = max(
+            (k for k, end in enumerate(rendered.boundaries) if end + tail <= limit), default=0
+        )
+        raise HfIclError(
+            f"{where}: prompt of {longest} tokens at {max_shots} shots exceeds the "
+            f"model's context window of {limit} tokens; at most {fit} shots fit"
+        )
 
 
 @torch.inference_mode()
-def score_queries(model, rendered: RenderedEpisode, shots: list[int], *, pack_tokens: int = 768,
-                  length_normalise: bool = False, calibrate: bool = False,
-                  where: str = "task") -> dict[int, np.ndarray]:
+def score_queries(
+    model,
+    rendered: RenderedEpisode,
+    shots: list[int],
+    *,
+    pack_tokens: int = 768,
+    length_normalise: bool = False,
+    calibrate: bool = False,
+    where: str = "task",
+) -> dict[int, np.ndarray]:
     """Log-scores (Q, C) of every query's label candidates after k demos, for each k in shots."""
     max_shots = max(shots)
     if max_shots >= len(rendered.boundaries):
-        raise HfIclError(f"{where}: {max_shots} shots requested but the episode has only "
-                         f"{len(rendered.boundaries) - 1} demonstrations")
+        raise HfIclError(
+            f"{where}: {max_shots} shots requested but the episode has only "
+            f"{len(rendered.boundaries) - 1} demonstrations"
+        )
     check_length(model, rendered, max_shots, where)
     prefix = _prefix_cache(model, rendered.prefix_ids[: rendered.boundaries[max_shots]])
     num_queries = len(rendered.query_ids)
@@ -143,9 +186,16 @@ def score_queries(model, rendered: RenderedEpisode, shots: list[int], *, pack_to
                 raise HfIclError(f"{where}: calibrate needs a content-free input")
             extra = [rendered.content_free_ids[0 if k > 0 else 1]]
         segments = _segments(rendered, k, extra)
-        scores = _score_segments(model, prefix, rendered.boundaries[k], segments,
-                                 rendered.candidates, num_queries + len(extra), pack_tokens,
-                                 length_normalise)
+        scores = _score_segments(
+            model,
+            prefix,
+            rendered.boundaries[k],
+            segments,
+            rendered.candidates,
+            num_queries + len(extra),
+            pack_tokens,
+            length_normalise,
+        )
         if calibrate:
             scores = scores[:num_queries] - _log_normalise(scores[num_queries:])
         out[k] = scores
@@ -157,29 +207,38 @@ def _log_normalise(scores: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def score_sequences(model, sequences: list[RenderedSequence], batch_size: int = 8) -> list[np.ndarray]:
+def score_sequences(
+    model, sequences: list[RenderedSequence], batch_size: int = 8
+) -> list[np.ndarray]:
     """Per sequence, log-scores (N, C) at every label position, one forward per batch."""
     for seq in sequences:
         if any(len(c) != 1 for c in seq.candidates):
-            raise HfIclError("the sequential protocol needs single-token label words; "
-                             "use protocol: queries for multi-token labels")
+            raise HfIclError(
+                "the sequential protocol needs single-token label words; "
+                "use protocol: queries for multi-token labels"
+            )
         limit = context_window(model)
         if limit is not None and len(seq.ids) > limit:
-            raise HfIclError(f"sequence of {len(seq.ids)} tokens exceeds the model's context "
-                             f"window of {limit} tokens; use fewer shots")
+            raise HfIclError(
+                f"sequence of {len(seq.ids)} tokens exceeds the model's context "
+                f"window of {limit} tokens; use fewer shots"
+            )
     device = model.device
     results = []
     for start in range(0, len(sequences), batch_size):
-        batch = sequences[start: start + batch_size]
+        batch = sequences[start : start + batch_size]
         width = max(len(s.ids) for s in batch)
         pad = 0
         ids = torch.tensor([s.ids + [pad] * (width - len(s.ids)) for s in batch], device=device)
         keep = sorted({p for s in batch for p in s.label_positions})
         column = {p: i for i, p in enumerate(keep)}
         pos, allowed = causal(width, device)  # right padding never reaches earlier positions
-        logits = model(input_ids=ids, position_ids=pos[None].expand(len(batch), -1),
-                       attention_mask=build_masks(model, allowed, pos, pos),
-                       logits_to_keep=torch.tensor(keep, device=device)).logits
+        logits = model(
+            input_ids=ids,
+            position_ids=pos[None].expand(len(batch), -1),
+            attention_mask=build_masks(model, allowed, pos, pos),
+            logits_to_keep=torch.tensor(keep, device=device),
+        ).logits
         logp = logits.float().log_softmax(-1)
         for b, seq in enumerate(batch):
             cand = torch.tensor([c[0] for c in seq.candidates], device=device)

@@ -31,7 +31,9 @@ T = TypeVar("T")
 @dataclass
 class TaskDef:
     name: str = option(help="task name used in results")
-    family: str = option(help="task family: projected, gaussian_mixture, regression, text_classification")
+    family: str = option(
+        help="task family: projected, gaussian_mixture, regression, text_classification"
+    )
     params: dict[str, Any] = option(default_factory=dict, help="family parameters")
     render: dict[str, Any] = option(default_factory=dict, help="renderer name and options")
     description: str = option("", help="one line shown in dataset cards and reports")
@@ -71,8 +73,11 @@ def find_task_file(name_or_path: str, where: Entry | str = "") -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise ConfigError(f"{where}: task file {name_or_path!r}: no such file" if str(where)
-                              else f"task file {name_or_path!r}: no such file")
+            raise ConfigError(
+                f"{where}: task file {name_or_path!r}: no such file"
+                if str(where)
+                else f"task file {name_or_path!r}: no such file"
+            )
         return path
     candidate = builtin_dir("tasks") / f"{name_or_path}.yaml"
     if not candidate.is_file():
@@ -109,8 +114,9 @@ def load_task_def(ref: str | dict[str, Any], where: Entry | str = "tasks") -> Ta
     return task
 
 
-def parse_section(task: TaskDef, cls: type[T], section: str, values: dict[str, Any],
-                  where: Entry | None = None) -> T:
+def parse_section(
+    task: TaskDef, cls: type[T], section: str, values: dict[str, Any], where: Entry | None = None
+) -> T:
     """Validate a task's ``params`` or ``render`` section into ``cls``.
 
     An error names the config entry when the entry overrode a value of that section and the
@@ -124,8 +130,13 @@ def parse_section(task: TaskDef, cls: type[T], section: str, values: dict[str, A
         return from_dict(cls, values, source=where.source, prefix=prefix)
     except ConfigError as err:
         own = {k: v for k, v in values.items() if k not in task.overridden[section]}
-        own.update({k: v for k, v in task.file_sections.get(section, {}).items()
-                    if k in task.overridden[section]})
+        own.update(
+            {
+                k: v
+                for k, v in task.file_sections.get(section, {}).items()
+                if k in task.overridden[section]
+            }
+        )
         try:
             from_dict(cls, own, source=source, prefix=section)
         except ConfigError as file_err:
@@ -145,6 +156,8 @@ def build_sampler(task: TaskDef, where: Entry | None = None) -> TaskSampler:
         return family(task.name, parsed)
 
 
-def load_task(ref: str | dict[str, Any], where: Entry | str = "tasks") -> tuple[TaskDef, TaskSampler]:
+def load_task(
+    ref: str | dict[str, Any], where: Entry | str = "tasks"
+) -> tuple[TaskDef, TaskSampler]:
     task = load_task_def(ref, where)
     return task, build_sampler(task, where if isinstance(where, Entry) else None)

@@ -36,17 +36,29 @@ def tokenizer(tiny_llama):
 @pytest.fixture
 def text_task_dir(tmp_path: Path) -> Path:
     """A small text task (YAML + JSONL) written to a temporary folder."""
-    reviews = [("I loved every minute", 1), ("awful and boring", 0), ("great fun for all", 1),
-               ("a total waste of money", 0), ("brilliant acting", 1), ("never again", 0),
-               ("so dull I slept", 0), ("wonderful little gem", 1), ("not worth it", 0),
-               ("pure joy", 1), ("the plot made no sense", 0), ("charming and clever", 1)]
+    reviews = [
+        ("I loved every minute", 1),
+        ("awful and boring", 0),
+        ("great fun for all", 1),
+        ("a total waste of money", 0),
+        ("brilliant acting", 1),
+        ("never again", 0),
+        ("so dull I slept", 0),
+        ("wonderful little gem", 1),
+        ("not worth it", 0),
+        ("pure joy", 1),
+        ("the plot made no sense", 0),
+        ("charming and clever", 1),
+    ]
     for split, rows in (("train", reviews), ("test", reviews[::-1])):
         (tmp_path / f"{split}.jsonl").write_text(
-            "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+            "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows)
+        )
     (tmp_path / "mini.yaml").write_text(
         "name: mini\nfamily: text_classification\nparams:\n  train_file: train.jsonl\n"
-        "  test_file: test.jsonl\n  template: \"Review: {text}\\nSentiment:\"\n"
-        "  label_words: [\" negative\", \" positive\"]\n")
+        '  test_file: test.jsonl\n  template: "Review: {text}\\nSentiment:"\n'
+        '  label_words: [" negative", " positive"]\n'
+    )
     return tmp_path
 
 
@@ -84,7 +96,8 @@ def lm_eval_task_dir(tmp_path: Path) -> Path:
     shutil.copytree(Path(__file__).parent / "lm_eval_tasks", folder)
     for split, count, seed in (("train", 24, 0), ("test", 12, 1)):
         (folder / f"{split}.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in _arithmetic_rows(count, seed)))
+            "".join(json.dumps(r) + "\n" for r in _arithmetic_rows(count, seed))
+        )
     base = folder / "_mc_base.yaml"
     base.write_text(base.read_text().replace("DATA/", f"{folder}/"))
     return folder

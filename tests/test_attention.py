@@ -170,14 +170,24 @@ def test_invalid_settings_raise_one_line_errors():
     ("settings", "message"),
     [
         ({"eta": 2}, "m.momentum.eta: must be a number in [0, 1), got 2.0"),
-        ({"eta": 0.1, "variant": "recursiv"}, "m.momentum.variant: invalid value 'recursiv' "
-         "(did you mean 'recursive'?); allowed: additive, recursive"),
-        ({"eta": 0.1, "variant": "recursive", "include_current": True},
-         "m.momentum.include_current: applies to the additive variant only"),
-        ({"eta": 0.1, "layers": []}, "m.momentum.layers: must be 'all' or a non-empty list of "
-         "layer indices ≥ 0, got []"),
-        ({"eta": 0.1, "layers": [0, -1]}, "m.momentum.layers: must be 'all' or a non-empty "
-         "list of layer indices ≥ 0, got [0, -1]"),
+        (
+            {"eta": 0.1, "variant": "recursiv"},
+            "m.momentum.variant: invalid value 'recursiv' "
+            "(did you mean 'recursive'?); allowed: additive, recursive",
+        ),
+        (
+            {"eta": 0.1, "variant": "recursive", "include_current": True},
+            "m.momentum.include_current: applies to the additive variant only",
+        ),
+        (
+            {"eta": 0.1, "layers": []},
+            "m.momentum.layers: must be 'all' or a non-empty list of layer indices ≥ 0, got []",
+        ),
+        (
+            {"eta": 0.1, "layers": [0, -1]},
+            "m.momentum.layers: must be 'all' or a non-empty "
+            "list of layer indices ≥ 0, got [0, -1]",
+        ),
     ],
 )
 def test_momentum_settings_are_checked_when_a_config_loads(settings, message):
@@ -188,17 +198,29 @@ def test_momentum_settings_are_checked_when_a_config_loads(settings, message):
 
 def test_resolved_momentum_keeps_the_written_keys():
     """Run folders compare resolved configs: momentum resolves as written, defaults left out."""
-    data = {"job": "evaluate", "momentum": {"variant": "recursive", "eta": 0.2},
-            "models": [{"spec": "tiny-random-llama", "momentum": {"eta": 0.1, "layers": [1]}},
-                       "tiny-random-qwen2"], "tasks": ["sentiment"]}
+    data = {
+        "job": "evaluate",
+        "momentum": {"variant": "recursive", "eta": 0.2},
+        "models": [
+            {"spec": "tiny-random-llama", "momentum": {"eta": 0.1, "layers": [1]}},
+            "tiny-random-qwen2",
+        ],
+        "tasks": ["sentiment"],
+    }
     resolved = to_dict(from_dict(EvaluateConfig, data))
     assert resolved["momentum"] == {"variant": "recursive", "eta": 0.2}
     assert [m["momentum"] for m in resolved["models"]] == [
-        {"eta": 0.1, "layers": [1]}, {"variant": "recursive", "eta": 0.2}]
+        {"eta": 0.1, "layers": [1]},
+        {"variant": "recursive", "eta": 0.2},
+    ]
     spec = ModelSpec(spec="tiny-random-llama", momentum={"eta": 0.3})
     assert isinstance(spec.momentum, MomentumConfig) and spec.label == "tiny-random-llama η=0.3"
-    assert to_dict(MomentumConfig(0.3)) == {"eta": 0.3, "layers": "all",
-                                            "include_current": False, "variant": "additive"}
+    assert to_dict(MomentumConfig(0.3)) == {
+        "eta": 0.3,
+        "layers": "all",
+        "include_current": False,
+        "variant": "additive",
+    }
 
 
 def _message(model, **kwargs) -> str:

@@ -28,8 +28,9 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def regression_episodes(count: int, dim: int, demos: int, queries: int = 20,
-                        noise_std: float = 0.0, seed: int = 0) -> list[Episode]:
+def regression_episodes(
+    count: int, dim: int, demos: int, queries: int = 20, noise_std: float = 0.0, seed: int = 0
+) -> list[Episode]:
     """Garg's linear tasks: w ~ N(0, I), x ~ N(0, I), y = w·x + N(0, σ²)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -37,14 +38,30 @@ def regression_episodes(count: int, dim: int, demos: int, queries: int = 20,
         w = rng.normal(size=dim)
         x = rng.normal(size=(demos + queries, dim))
         y = x @ w + noise_std * rng.normal(size=len(x))
-        out.append(Episode(task="linear", family="regression", task_id=i, demo_x=x[:demos],
-                           demo_y=y[:demos], query_x=x[demos:], query_y=y[demos:],
-                           meta={"w": w, "noise_std": noise_std, "error_scale": dim}))
+        out.append(
+            Episode(
+                task="linear",
+                family="regression",
+                task_id=i,
+                demo_x=x[:demos],
+                demo_y=y[:demos],
+                query_x=x[demos:],
+                query_y=y[demos:],
+                meta={"w": w, "noise_std": noise_std, "error_scale": dim},
+            )
+        )
     return out
 
 
-def gmm_episodes(count: int, dim: int, subspace_dim: int, signal: float, demos: int,
-                 queries: int = 50, seed: int = 0) -> list[Episode]:
+def gmm_episodes(
+    count: int,
+    dim: int,
+    subspace_dim: int,
+    signal: float,
+    demos: int,
+    queries: int = 50,
+    seed: int = 0,
+) -> list[Episode]:
     """Magen & Vardi's tasks: U (d × k) orthonormal and shared, μ = R·Uz with z on the unit
     sphere, y = ±1 uniform (class 0 ↔ −1), x = yμ + N(0, I)."""
     rng = np.random.default_rng(seed)
@@ -55,14 +72,25 @@ def gmm_episodes(count: int, dim: int, subspace_dim: int, signal: float, demos: 
         mu = signal * basis @ (z / np.linalg.norm(z))
         cls = rng.integers(0, 2, size=demos + queries)
         x = (2 * cls - 1)[:, None] * mu + rng.normal(size=(demos + queries, dim))
-        out.append(Episode(task="gmm", family="gaussian_mixture", task_id=i, demo_x=x[:demos],
-                           demo_y=cls[:demos], query_x=x[demos:], query_y=cls[demos:],
-                           num_classes=2, meta={"U": basis, "mu": mu}))
+        out.append(
+            Episode(
+                task="gmm",
+                family="gaussian_mixture",
+                task_id=i,
+                demo_x=x[:demos],
+                demo_y=cls[:demos],
+                query_x=x[demos:],
+                query_y=cls[demos:],
+                num_classes=2,
+                meta={"U": basis, "mu": mu},
+            )
+        )
     return out
 
 
-def multiclass_episodes(count: int, dim: int, num_classes: int, demos: int, queries: int = 10,
-                        seed: int = 0) -> list[Episode]:
+def multiclass_episodes(
+    count: int, dim: int, num_classes: int, demos: int, queries: int = 10, seed: int = 0
+) -> list[Episode]:
     """Isotropic Gaussian classes around random means (a projected-family stand-in)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -70,17 +98,32 @@ def multiclass_episodes(count: int, dim: int, num_classes: int, demos: int, quer
         means = 1.5 * rng.normal(size=(num_classes, dim))
         cls = rng.integers(0, num_classes, size=demos + queries)
         x = means[cls] + rng.normal(size=(demos + queries, dim))
-        out.append(Episode(task="blobs", family="projected", task_id=i, demo_x=x[:demos],
-                           demo_y=cls[:demos], query_x=x[demos:], query_y=cls[demos:],
-                           num_classes=num_classes))
+        out.append(
+            Episode(
+                task="blobs",
+                family="projected",
+                task_id=i,
+                demo_x=x[:demos],
+                demo_y=cls[:demos],
+                query_x=x[demos:],
+                query_y=cls[demos:],
+                num_classes=num_classes,
+            )
+        )
     return out
 
 
 def text_episode(labels: list[int], num_classes: int) -> Episode:
-    return Episode(task="sentiment", family="text_classification", task_id=0,
-                   demo_x=[f"review {i}" for i in range(len(labels))],
-                   demo_y=np.array(labels), query_x=["a query", "another"],
-                   query_y=np.array([0, 1]), num_classes=num_classes)
+    return Episode(
+        task="sentiment",
+        family="text_classification",
+        task_id=0,
+        demo_x=[f"review {i}" for i in range(len(labels))],
+        demo_y=np.array(labels),
+        query_x=["a query", "another"],
+        query_y=np.array([0, 1]),
+        num_classes=num_classes,
+    )
 
 
 def preds(name: str, episodes: list[Episode], shots: int, **params) -> np.ndarray:
@@ -88,8 +131,12 @@ def preds(name: str, episodes: list[Episode], shots: int, **params) -> np.ndarra
 
 
 def mse(name: str, episodes: list[Episode], shots: int, **params) -> float:
-    return float(np.mean((preds(name, episodes, shots, **params)
-                          - np.stack([ep.query_y for ep in episodes])) ** 2))
+    return float(
+        np.mean(
+            (preds(name, episodes, shots, **params) - np.stack([ep.query_y for ep in episodes]))
+            ** 2
+        )
+    )
 
 
 def accuracy(name: str, episodes: list[Episode], shots: int) -> float:
@@ -116,14 +163,17 @@ def episodes_for(name: str) -> list[Episode]:
 @pytest.mark.parametrize("demos", [12, 30])
 def test_ols_is_exact_on_noiseless_overdetermined_problems(demos):
     episodes = regression_episodes(8, dim=10, demos=demos)
-    assert np.abs(preds("ols", episodes, demos)
-                  - np.stack([e.query_y for e in episodes])).max() <= 1e-8
+    assert (
+        np.abs(preds("ols", episodes, demos) - np.stack([e.query_y for e in episodes])).max()
+        <= 1e-8
+    )
 
 
 def test_ols_interpolates_with_fewer_examples_than_dimensions():
     episodes = regression_episodes(3, dim=10, demos=4)
     fitted = make_baseline("ols").predict(
-        [dataclasses.replace(ep, query_x=ep.demo_x, query_y=ep.demo_y) for ep in episodes], 4)
+        [dataclasses.replace(ep, query_x=ep.demo_x, query_y=ep.demo_y) for ep in episodes], 4
+    )
     for p, ep in zip(fitted, episodes, strict=True):
         np.testing.assert_allclose(p.pred, ep.demo_y, atol=1e-10)
 
@@ -131,12 +181,15 @@ def test_ols_interpolates_with_fewer_examples_than_dimensions():
 def test_one_gd_step_equals_its_closed_form():
     """w₁ = (η/k) Σ y_i x_i for GD on (1/2k)Σ(w·x_i − y_i)² from w = 0."""
     episodes, shots, lr = regression_episodes(5, dim=7, demos=9, noise_std=0.3), 6, 0.37
-    expected = [ep.query_x @ (lr / shots * ep.demo_x[:shots].T @ ep.demo_y[:shots])
-                for ep in episodes]
-    np.testing.assert_allclose(preds("gd", episodes, shots, gd_steps=1, lr=lr), expected,
-                               rtol=1e-12)
-    np.testing.assert_allclose(preds("averaging", episodes, shots),
-                               np.stack(expected) / lr, rtol=1e-12)
+    expected = [
+        ep.query_x @ (lr / shots * ep.demo_x[:shots].T @ ep.demo_y[:shots]) for ep in episodes
+    ]
+    np.testing.assert_allclose(
+        preds("gd", episodes, shots, gd_steps=1, lr=lr), expected, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        preds("averaging", episodes, shots), np.stack(expected) / lr, rtol=1e-12
+    )
 
 
 def test_two_gd_steps_follow_the_update_rule():
@@ -152,8 +205,11 @@ def test_two_gd_steps_follow_the_update_rule():
 def test_preconditioned_gd_one_full_step_is_least_squares(demos):
     """With P = Σ̂⁺ (cov_reg = 0) one step at lr = 1 is the min-norm least-squares fit."""
     episodes = regression_episodes(4, dim=10, demos=demos, noise_std=0.5)
-    np.testing.assert_allclose(preds("preconditioned_gd", episodes, demos, lr=1.0),
-                               preds("ols", episodes, demos), atol=1e-9)
+    np.testing.assert_allclose(
+        preds("preconditioned_gd", episodes, demos, lr=1.0),
+        preds("ols", episodes, demos),
+        atol=1e-9,
+    )
 
 
 def test_preconditioned_gd_with_meta_covariance_is_an_oracle():
@@ -163,15 +219,19 @@ def test_preconditioned_gd_with_meta_covariance_is_an_oracle():
     oracle = make_baseline("preconditioned_gd", preconditioner="input_cov", gd_steps=3)
     assert oracle.uses_meta
     assert oracle.label == "preconditioned_gd(gd_steps=3, preconditioner=input_cov) (oracle)"
-    np.testing.assert_allclose(np.stack([p.pred for p in oracle.predict(episodes, 8)]),
-                               preds("gd", episodes, 8, gd_steps=3), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.stack([p.pred for p in oracle.predict(episodes, 8)]),
+        preds("gd", episodes, 8, gd_steps=3),
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("demos", [4, 20])
 def test_ridge_approaches_ols_as_lambda_vanishes(demos):
     episodes = regression_episodes(6, dim=10, demos=demos, noise_std=0.5)
-    np.testing.assert_allclose(preds("ridge", episodes, demos, lam=1e-9),
-                               preds("ols", episodes, demos), atol=1e-6)
+    np.testing.assert_allclose(
+        preds("ridge", episodes, demos, lam=1e-9), preds("ols", episodes, demos), atol=1e-6
+    )
 
 
 def test_bayes_ridge_beats_ols_on_noisy_few_shot_problems():
@@ -182,10 +242,15 @@ def test_bayes_ridge_beats_ols_on_noisy_few_shot_problems():
 
 
 def test_knn_regression_averages_the_nearest_targets():
-    ep = Episode(task="t", family="regression", task_id=0,
-                 demo_x=np.array([[0.0], [1.0], [2.0], [10.0]]),
-                 demo_y=np.array([1.0, 2.0, 3.0, 100.0]),
-                 query_x=np.array([[0.9], [9.0]]), query_y=np.zeros(2))
+    ep = Episode(
+        task="t",
+        family="regression",
+        task_id=0,
+        demo_x=np.array([[0.0], [1.0], [2.0], [10.0]]),
+        demo_y=np.array([1.0, 2.0, 3.0, 100.0]),
+        query_x=np.array([[0.9], [9.0]]),
+        query_y=np.zeros(2),
+    )
     np.testing.assert_allclose(preds("knn", [ep], 4, knn_neighbors=2), [[1.5, 51.5]])
 
 
@@ -219,8 +284,12 @@ def test_mlp_learns_a_linear_task():
 
 def test_normalised_squared_error_and_spd():
     episodes = regression_episodes(400, dim=8, demos=1)
-    zero = np.stack([normalised_squared_error(np.zeros(20), ep.query_y, ep.meta["error_scale"])
-                     for ep in episodes])
+    zero = np.stack(
+        [
+            normalised_squared_error(np.zeros(20), ep.query_y, ep.meta["error_scale"])
+            for ep in episodes
+        ]
+    )
     assert abs(zero.mean() - 1.0) < 0.05
     np.testing.assert_allclose(squared_prediction_difference([1.0, 2.0], [0.0, 4.0]), [1.0, 4.0])
 
@@ -258,8 +327,10 @@ def test_logistic_matches_sklearn():
     episodes = multiclass_episodes(3, dim=4, num_classes=3, demos=15, seed=6)
     ours = make_baseline("logistic", l2_penalty=0.5).predict(episodes, 15)
     for p, ep in zip(ours, episodes, strict=True):
+
         def bias(x):
             return np.hstack([x, np.ones((len(x), 1))])
+
         ref = LogisticRegression(C=2.0, fit_intercept=False, tol=1e-10, max_iter=10_000)
         ref.fit(bias(ep.demo_x), ep.demo_y)
         np.testing.assert_allclose(p.probs, ref.predict_proba(bias(ep.query_x)), atol=1e-5)
@@ -279,9 +350,16 @@ def test_multiclass_learners_beat_chance():
 
 
 def test_knn_vote_and_majority_ties_go_to_the_lowest_class():
-    ep = Episode(task="t", family="projected", task_id=0,
-                 demo_x=np.array([[0.0], [1.0], [5.0], [6.0]]), demo_y=np.array([2, 1, 1, 2]),
-                 query_x=np.array([[0.4], [5.4]]), query_y=np.zeros(2, dtype=int), num_classes=3)
+    ep = Episode(
+        task="t",
+        family="projected",
+        task_id=0,
+        demo_x=np.array([[0.0], [1.0], [5.0], [6.0]]),
+        demo_y=np.array([2, 1, 1, 2]),
+        query_x=np.array([[0.4], [5.4]]),
+        query_y=np.zeros(2, dtype=int),
+        num_classes=3,
+    )
     np.testing.assert_array_equal(preds("knn", [ep], 4, knn_neighbors=2), [[1, 1]])
     np.testing.assert_array_equal(preds("knn", [ep], 4, knn_neighbors=1), [[2, 1]])
     np.testing.assert_array_equal(preds("majority", [ep], 4), [[1, 1]])
@@ -300,8 +378,10 @@ def test_majority_on_text_inputs_uses_smoothed_frequencies():
 def test_batched_predictions_equal_per_episode_predictions(name):
     episodes = episodes_for(name)
     first = episodes[0]  # fewer queries: a second group in the same call
-    episodes = [*episodes, dataclasses.replace(first, query_x=first.query_x[:2],
-                                               query_y=first.query_y[:2])]
+    episodes = [
+        *episodes,
+        dataclasses.replace(first, query_x=first.query_x[:2], query_y=first.query_y[:2]),
+    ]
     baseline = make_baseline(name, **FAST.get(name, {}))
     batched = baseline.predict(episodes, 9)
     for ep, together in zip(episodes, batched, strict=True):
@@ -336,8 +416,11 @@ def test_unknown_baseline_suggests_a_name():
 
 
 def test_unknown_param_suggests_a_name():
-    with pytest.raises(HfIclError, match=r"unknown key 'knn_neighbours' \(did you mean "
-                                         r"'knn_neighbors'\?\)"):
+    with pytest.raises(
+        HfIclError,
+        match=r"unknown key 'knn_neighbours' \(did you mean "
+        r"'knn_neighbors'\?\)",
+    ):
         make_baseline("knn", knn_neighbours=5)
     with pytest.raises(HfIclError, match=r"baseline 'ridge': lam: expected float or"):
         make_baseline("ridge", lam="bayse")

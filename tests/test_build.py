@@ -27,14 +27,18 @@ def test_build_is_byte_identical_for_the_same_config(tmp_path):
     b = build_dataset("digits_projected", SMALL, tmp_path / "b")
     arrows = sorted(p.relative_to(a) for p in a.rglob("*.arrow"))
     assert arrows and all((a / p).read_bytes() == (b / p).read_bytes() for p in arrows)
-    c = build_dataset("digits_projected", BuildConfig(**{**SMALL.__dict__, "task": {"seed": 1}}),
-                      tmp_path / "c")
+    c = build_dataset(
+        "digits_projected", BuildConfig(**{**SMALL.__dict__, "task": {"seed": 1}}), tmp_path / "c"
+    )
     assert (a / arrows[0]).read_bytes() != (c / arrows[0]).read_bytes()
 
 
 def test_bad_build_input_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "bad"
-    assert main(["build", "gmm", "--out", str(out), "--set", "subspace_dim=50", "--set", "dim=10"]) == 2
+    assert (
+        main(["build", "gmm", "--out", str(out), "--set", "subspace_dim=50", "--set", "dim=10"])
+        == 2
+    )
     assert "subspace_dim" in capsys.readouterr().err and not out.exists()
     assert main(["build", "sentiment", "--out", str(out), "--set", "num_demos=5000"]) == 2
     assert "5000 demonstrations requested" in capsys.readouterr().err
@@ -49,16 +53,29 @@ def test_push_uploads_the_built_folder_with_its_card(tmp_path, monkeypatch):
     from huggingface_hub import HfApi
 
     calls = []
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(
-        ("create_repo", repo_id, kw)))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(
-        ("upload_folder", kw["repo_id"], kw["repo_type"], kw["folder_path"])))
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", repo_id, kw))
+    )
+    monkeypatch.setattr(
+        HfApi,
+        "upload_folder",
+        lambda self, **kw: calls.append(
+            ("upload_folder", kw["repo_id"], kw["repo_type"], kw["folder_path"])
+        ),
+    )
     out = build_dataset("gmm", SMALL, tmp_path / "gmm")
-    assert push(out, "me/gmm-episodes", private=True) == \
-        "https://huggingface.co/datasets/me/gmm-episodes"
-    assert calls == [("create_repo", "me/gmm-episodes",
-                      {"repo_type": "dataset", "private": True, "exist_ok": True}),
-                     ("upload_folder", "me/gmm-episodes", "dataset", str(out))]
+    assert (
+        push(out, "me/gmm-episodes", private=True)
+        == "https://huggingface.co/datasets/me/gmm-episodes"
+    )
+    assert calls == [
+        (
+            "create_repo",
+            "me/gmm-episodes",
+            {"repo_type": "dataset", "private": True, "exist_ok": True},
+        ),
+        ("upload_folder", "me/gmm-episodes", "dataset", str(out)),
+    ]
     content = (out / "README.md").read_text()  # the card travels as the folder's README.md
     assert "family: `gaussian_mixture`" in content and "subspace_dim: 2" in content
 
@@ -71,8 +88,21 @@ def test_built_folder_honours_the_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        assert main(["build", "gmm", "--out", str(tmp_path / "ds"), "--set", "num_train_episodes=2",
-                     "--set", "num_test_episodes=2"]) == 0
+        assert (
+            main(
+                [
+                    "build",
+                    "gmm",
+                    "--out",
+                    str(tmp_path / "ds"),
+                    "--set",
+                    "num_train_episodes=2",
+                    "--set",
+                    "num_test_episodes=2",
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "ds").stat().st_mode) == 0o755

@@ -8,12 +8,20 @@ from hf_icl.cli import main
 
 
 def test_compare_runs_on_chat_prompts(tmp_path, text_task_dir):
-    config = {"job": "compare", "models": ["tiny-random-llama"],
-              "tasks": [{"name": str(text_task_dir / "mini.yaml"),
-                         "render": {"chat_template": True, "system": "Be brief."}}],
-              "shots": [2], "num_seeds": 1, "num_queries": 2,
-              "finetune": {"arms": ["dai"], "lr_sweep": [0.01], "sweep_episodes": 1,
-                           "sweep_queries": 2}}
+    config = {
+        "job": "compare",
+        "models": ["tiny-random-llama"],
+        "tasks": [
+            {
+                "name": str(text_task_dir / "mini.yaml"),
+                "render": {"chat_template": True, "system": "Be brief."},
+            }
+        ],
+        "shots": [2],
+        "num_seeds": 1,
+        "num_queries": 2,
+        "finetune": {"arms": ["dai"], "lr_sweep": [0.01], "sweep_episodes": 1, "sweep_queries": 2},
+    }
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["compare", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
@@ -23,9 +31,13 @@ def test_compare_runs_on_chat_prompts(tmp_path, text_task_dir):
 
 
 def test_compare_refuses_generation_scoring(tmp_path, text_task_dir, capsys):
-    config = {"job": "compare", "models": ["tiny-random-llama"],
-              "tasks": [str(text_task_dir / "mini.yaml")], "shots": [2],
-              "scoring": {"method": "generate"}}
+    config = {
+        "job": "compare",
+        "models": ["tiny-random-llama"],
+        "tasks": [str(text_task_dir / "mini.yaml")],
+        "shots": [2],
+        "scoring": {"method": "generate"},
+    }
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["compare", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
@@ -36,11 +48,21 @@ def test_compare_refuses_generation_scoring(tmp_path, text_task_dir, capsys):
 def test_train_on_chat_formatted_episodes(tmp_path):
     from accelerate.state import AcceleratorState
 
-    config = {"job": "train", "model": "tiny-random-llama",
-              "tasks": [{"name": "sentiment", "render": {"chat_template": True}}],
-              "train": {"steps": 6, "batch_size": 4, "num_examples": 4, "lr": 0.003,
-                        "log_every": 2, "eval_every": 6, "eval_episodes": 2,
-                        "checkpoint_every": 6}}
+    config = {
+        "job": "train",
+        "model": "tiny-random-llama",
+        "tasks": [{"name": "sentiment", "render": {"chat_template": True}}],
+        "train": {
+            "steps": 6,
+            "batch_size": 4,
+            "num_examples": 4,
+            "lr": 0.003,
+            "log_every": 2,
+            "eval_every": 6,
+            "eval_episodes": 2,
+            "checkpoint_every": 6,
+        },
+    }
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     try:
@@ -61,8 +83,13 @@ def test_model_without_chat_template_is_one_line_error_before_the_run(tmp_path, 
     plain.chat_template = None
     model.save_pretrained(folder)
     plain.save_pretrained(folder)
-    config = {"job": "evaluate", "models": [str(folder)], "shots": [0, 1], "num_queries": 2,
-              "tasks": [{"name": "sentiment", "render": {"chat_template": True}}]}
+    config = {
+        "job": "evaluate",
+        "models": [str(folder)],
+        "shots": [0, 1],
+        "num_queries": 2,
+        "tasks": [{"name": "sentiment", "render": {"chat_template": True}}],
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     capsys.readouterr()  # the save's progress bars

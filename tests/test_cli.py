@@ -10,9 +10,16 @@ from hf_icl.cli import main
 
 
 def write_config(tmp_path, task_dir, **overrides):
-    config = {"job": "evaluate", "models": ["tiny-random-llama"],
-              "tasks": [str(task_dir / "mini.yaml")], "shots": [0, 1, 2],
-              "num_seeds": 2, "num_queries": 3, "bootstrap": 50, **overrides}
+    config = {
+        "job": "evaluate",
+        "models": ["tiny-random-llama"],
+        "tasks": [str(task_dir / "mini.yaml")],
+        "shots": [0, 1, 2],
+        "num_seeds": 2,
+        "num_queries": 3,
+        "bootstrap": 50,
+        **overrides,
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -25,7 +32,9 @@ def test_models_lists_aliases(capsys):
 
 
 def test_python_dash_m_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "hf_icl", "models"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_icl", "models"], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and "smollm2-135m" in proc.stdout
 
 
@@ -67,8 +76,22 @@ def test_evaluate_end_to_end_and_resume_gives_identical_files(tmp_path, text_tas
 def test_set_overrides_and_config_mismatch(tmp_path, text_task_dir, capsys):
     path = write_config(tmp_path, text_task_dir)
     out = tmp_path / "o"
-    assert main(["evaluate", str(path), "--out", str(out), "--quiet", "--set", "shots=[0]",
-                 "--set", "num_seeds=1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(path),
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "shots=[0]",
+                "--set",
+                "num_seeds=1",
+            ]
+        )
+        == 0
+    )
     assert yaml.safe_load((out / "config.yaml").read_text())["shots"] == [0]
     assert main(["evaluate", str(path), "--out", str(out), "--quiet"]) == 2
     assert "different config" in capsys.readouterr().err
@@ -76,9 +99,9 @@ def test_set_overrides_and_config_mismatch(tmp_path, text_task_dir, capsys):
 
 @pytest.mark.real_model
 def test_quickstart_config_parses_and_names_the_real_model():
-    from hf_icl.resources import find_config
     from hf_icl.config import from_dict, read_yaml
     from hf_icl.jobs.evaluate_config import EvaluateConfig
+    from hf_icl.resources import find_config
 
     config = from_dict(EvaluateConfig, read_yaml(find_config("quickstart")))
     assert config.models[0].spec == "gemma3-270m" and 0 in config.shots
@@ -125,15 +148,20 @@ def test_quiet_silences_the_libraries_progress_bars(tmp_path, tiny_llama, capfd,
         datasets.enable_progress_bars()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("models.0.spec=smollm2-13m", "models.0: unknown model spec 'smollm2-13m'"),
-    ("tasks.0=sentimnt", "tasks.0: unknown task 'sentimnt'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("models.0.spec=smollm2-13m", "models.0: unknown model spec 'smollm2-13m'"),
+        ("tasks.0=sentimnt", "tasks.0: unknown task 'sentimnt'"),
+    ],
+)
 def test_config_errors_are_found_without_importing_torch(override, message):
-    code = ("import sys\n"
-            "from hf_icl.cli import main\n"
-            f"rc = main(['evaluate', 'quickstart', '--set', {override!r}])\n"
-            "print(rc, 'torch' in sys.modules, 'sklearn' in sys.modules)\n")
+    code = (
+        "import sys\n"
+        "from hf_icl.cli import main\n"
+        f"rc = main(['evaluate', 'quickstart', '--set', {override!r}])\n"
+        "print(rc, 'torch' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert message in proc.stderr and proc.stderr.count("\n") == 1
     assert proc.stdout.split() == ["2", "False", "False"]

@@ -27,7 +27,9 @@ def test_valid_config_converts_types():
 
 
 def test_unknown_key_names_file_key_and_suggestion():
-    with pytest.raises(ConfigError, match=r"run\.yaml: unknown key 'shot' \(did you mean 'shots'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"run\.yaml: unknown key 'shot' \(did you mean 'shots'\?\)"
+    ):
         from_dict(Outer, {"name": "x", "shot": [1]}, source="run.yaml")
 
 
@@ -39,7 +41,10 @@ def test_nested_unknown_key_is_reported_with_its_path():
 def test_wrong_type_and_bad_choice():
     with pytest.raises(ConfigError, match=r"shots\.1: expected int, got 'two'"):
         from_dict(Outer, {"name": "x", "shots": [1, "two"]})
-    with pytest.raises(ConfigError, match=r"mode: invalid value 'fsat' \(did you mean 'fast'\?\); allowed: fast, slow"):
+    with pytest.raises(
+        ConfigError,
+        match=r"mode: invalid value 'fsat' \(did you mean 'fast'\?\); allowed: fast, slow",
+    ):
         from_dict(Outer, {"name": "x", "mode": "fsat"})
 
 
@@ -51,8 +56,11 @@ def test_missing_required_key():
 def test_overrides_follow_dots_and_list_indices():
     data = {"models": [{"spec": "a"}], "tasks": ["sentiment"], "shots": [0]}
     apply_overrides(data, ["models.0.dtype=bfloat16", "shots=[0, 4]", "tasks.0.proj_dim=4"])
-    assert data == {"models": [{"spec": "a", "dtype": "bfloat16"}], "shots": [0, 4],
-                    "tasks": [{"name": "sentiment", "proj_dim": 4}]}
+    assert data == {
+        "models": [{"spec": "a", "dtype": "bfloat16"}],
+        "shots": [0, 4],
+        "tasks": [{"name": "sentiment", "proj_dim": 4}],
+    }
     with pytest.raises(ConfigError, match="not an index of a list of length 1"):
         apply_overrides(data, ["models.3.dtype=float32"])
     with pytest.raises(ConfigError, match="expected key=value"):

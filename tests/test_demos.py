@@ -11,21 +11,38 @@ from hf_icl.episode import DemoPool, Episode
 from hf_icl.errors import HfIclError
 from hf_icl.tasks import load_task
 
-POOL = ["the cat sat on the mat", "dogs bark at night", "stock markets fell sharply",
-        "the cat chased a mouse", "football season starts soon", "markets rally on rate cut",
-        "a dog and a cat played", "the team won the final"]
+POOL = [
+    "the cat sat on the mat",
+    "dogs bark at night",
+    "stock markets fell sharply",
+    "the cat chased a mouse",
+    "football season starts soon",
+    "markets rally on rate cut",
+    "a dog and a cat played",
+    "the team won the final",
+]
 LABELS = np.array([0, 0, 1, 0, 2, 1, 0, 2])
 
 
-def context(options: DemoOptions, queries: list[str], shots: int, *, shares=False,
-            query_ids=None, seed=0) -> SelectionContext:
-    pool = DemoPool(x=list(POOL), y=LABELS.copy(), ids=list(range(len(POOL))),
-                    shares_queries=shares)
+def context(
+    options: DemoOptions, queries: list[str], shots: int, *, shares=False, query_ids=None, seed=0
+) -> SelectionContext:
+    pool = DemoPool(
+        x=list(POOL), y=LABELS.copy(), ids=list(range(len(POOL))), shares_queries=shares
+    )
     ids = query_ids if query_ids is not None else list(range(100, 100 + len(queries)))
-    episode = Episode(task="toy", family="text_classification", task_id=0, demo_x=[],
-                      demo_y=np.zeros(0, np.int64), query_x=queries,
-                      query_y=np.zeros(len(queries), np.int64), num_classes=3,
-                      demo_ids=[], query_ids=ids)
+    episode = Episode(
+        task="toy",
+        family="text_classification",
+        task_id=0,
+        demo_x=[],
+        demo_y=np.zeros(0, np.int64),
+        query_x=queries,
+        query_y=np.zeros(len(queries), np.int64),
+        num_classes=3,
+        demo_ids=[],
+        query_ids=ids,
+    )
     return SelectionContext("toy", pool, episode, shots, seed, options)
 
 
@@ -41,14 +58,17 @@ def test_first_n_skips_queries_when_pool_and_queries_share_rows():
 
 
 def test_balanced_counts_at_every_k_and_label_order():
-    plan = plan_demos(context(DemoOptions(selection="balanced", label_order=[2, 1, 0]), ["q"], 6),
-                      [1, 2, 3, 6])
+    plan = plan_demos(
+        context(DemoOptions(selection="balanced", label_order=[2, 1, 0]), ["q"], 6), [1, 2, 3, 6]
+    )
     labels = LABELS[plan.rows(0, 6)]
     assert list(labels) == [2, 1, 0, 2, 1, 0]
     for k in (1, 2, 3, 6):
         counts = np.bincount(LABELS[plan.rows(0, k)], minlength=3)
         assert counts.max() - counts.min() <= 1
-    with pytest.raises(HfIclError, match="balanced: 8 shots need 3 examples of class 1 but .* has 2"):
+    with pytest.raises(
+        HfIclError, match="balanced: 8 shots need 3 examples of class 1 but .* has 2"
+    ):
         plan_demos(context(DemoOptions(selection="balanced"), ["q"], 8), [8])
 
 
@@ -60,8 +80,12 @@ def test_fixed_ids_in_order_and_bad_ids():
     with pytest.raises(HfIclError, match="index 1 is listed twice"):
         plan_demos(context(DemoOptions(selection="fixed", fixed=[1, 1]), ["q"], 2), [2])
     with pytest.raises(HfIclError, match="row 1 is also a query"):
-        plan_demos(context(DemoOptions(selection="fixed", fixed=[1, 2]), ["q"], 2, shares=True,
-                           query_ids=[1]), [2])
+        plan_demos(
+            context(
+                DemoOptions(selection="fixed", fixed=[1, 2]), ["q"], 2, shares=True, query_ids=[1]
+            ),
+            [2],
+        )
 
 
 def test_fixed_ids_from_a_file(tmp_path):
@@ -79,20 +103,23 @@ def test_per_query_random_is_deterministic_prefix_consistent_and_never_self():
     assert len({tuple(first.rows(q, 5)) for q in range(3)}) > 1
     for q in range(3):
         assert q not in first.rows(q, 5)
-    other = plan_demos(context(options, ["a", "b", "c"], 5, shares=True, query_ids=[0, 1, 2],
-                               seed=1), [5])
+    other = plan_demos(
+        context(options, ["a", "b", "c"], 5, shares=True, query_ids=[0, 1, 2], seed=1), [5]
+    )
     assert other.prompts != first.prompts
 
 
 def test_bm25_returns_true_nearest_and_never_self():
     scores = bm25_scores(POOL, ["the cat and the mouse"])
     assert int(np.argmax(scores[0])) == 3
-    plan = plan_demos(context(DemoOptions(selection="bm25"), ["the cat and the mouse",
-                                                              "markets fell"], 2), [1, 2])
+    plan = plan_demos(
+        context(DemoOptions(selection="bm25"), ["the cat and the mouse", "markets fell"], 2), [1, 2]
+    )
     assert plan.rows(0, 1) == [3] and plan.rows(1, 2)[0] in (2, 5)
     # the pool's own row 3 as a query (same split): never retrieved for itself
-    self_plan = plan_demos(context(DemoOptions(selection="bm25"), [POOL[3]], 2, shares=True,
-                                   query_ids=[3]), [2])
+    self_plan = plan_demos(
+        context(DemoOptions(selection="bm25"), [POOL[3]], 2, shares=True, query_ids=[3]), [2]
+    )
     assert 3 not in self_plan.rows(0, 2)
 
 
@@ -100,8 +127,9 @@ def test_topk_nearest_by_embedding_and_orders():
     queries = ["a kitten sat on a rug", "the striker scored in the cup match"]
     plan = plan_demos(context(DemoOptions(selection="topk"), queries, 3), [1, 3])
     assert plan.rows(0, 1) == [0] and plan.rows(1, 1)[0] in (4, 7)
-    last = plan_demos(context(DemoOptions(selection="topk", order="nearest_last"), queries, 3),
-                      [1, 3])
+    last = plan_demos(
+        context(DemoOptions(selection="topk", order="nearest_last"), queries, 3), [1, 3]
+    )
     assert last.rows(0, 3) == plan.rows(0, 3)[::-1] and not last.prefix_consistent()
     shuffled = plan_demos(context(DemoOptions(selection="topk", order="random"), queries, 3), [3])
     assert sorted(shuffled.rows(0, 3)) == sorted(plan.rows(0, 3))
@@ -110,7 +138,9 @@ def test_topk_nearest_by_embedding_and_orders():
 def test_order_errors_and_unknown_names():
     with pytest.raises(HfIclError, match="nearest_last.*use selection bm25 or topk"):
         plan_demos(context(DemoOptions(selection="first_n", order="nearest_last"), ["q"], 2), [2])
-    with pytest.raises(HfIclError, match=r"unknown demo selection 'bm26' \(did you mean 'bm25'\?\)"):
+    with pytest.raises(
+        HfIclError, match=r"unknown demo selection 'bm26' \(did you mean 'bm25'\?\)"
+    ):
         plan_demos(context(DemoOptions(selection="bm26"), ["q"], 2), [2])
 
 

@@ -11,12 +11,24 @@ from test_errors import fails_cleanly
 
 from hf_icl.cli import main
 
-CONFIG = {"job": "evaluate", "models": ["tiny-random-llama"], "shots": [0, 1, 3],
-          "num_seeds": 1, "num_queries": 3, "bootstrap": 20, "baselines": ["majority"],
-          "tasks": ["sentiment",
-                    {"name": "sentiment", "as": "near", "demos": {"selection": "bm25",
-                                                                   "order": "nearest_last"}},
-                    {"name": "sentiment", "as": "first", "demos": {"selection": "first_n"}}]}
+CONFIG = {
+    "job": "evaluate",
+    "models": ["tiny-random-llama"],
+    "shots": [0, 1, 3],
+    "num_seeds": 1,
+    "num_queries": 3,
+    "bootstrap": 20,
+    "baselines": ["majority"],
+    "tasks": [
+        "sentiment",
+        {
+            "name": "sentiment",
+            "as": "near",
+            "demos": {"selection": "bm25", "order": "nearest_last"},
+        },
+        {"name": "sentiment", "as": "first", "demos": {"selection": "first_n"}},
+    ],
+}
 
 
 def write(tmp_path, **changes):
@@ -32,8 +44,11 @@ def test_per_query_demo_ids_are_recorded_and_shared_with_baselines(tmp_path):
     by_query = {r["query"]: r["demo_ids"] for r in near if r["shots"] == 3}
     assert len({tuple(ids) for ids in by_query.values()}) == 3  # each query its own neighbours
     assert all(r["query_id"] not in r["demo_ids"] for r in near)
-    first = {r["demo_ids"] and tuple(r["demo_ids"]) for r in rows if r["task"] == "first"
-             and r["shots"] == 3}
+    first = {
+        r["demo_ids"] and tuple(r["demo_ids"])
+        for r in rows
+        if r["task"] == "first" and r["shots"] == 3
+    }
     assert first == {(0, 1, 2)}
     key = lambda r: (r["task"], r["shots"], r["query"])  # noqa: E731
     model = {key(r): r["demo_ids"] for r in rows if r["model"] == "tiny-random-llama"}
@@ -42,41 +57,85 @@ def test_per_query_demo_ids_are_recorded_and_shared_with_baselines(tmp_path):
     assert "covers query sampling only" in report and "‡" in report
 
 
-@pytest.mark.parametrize("demos,message", [
-    ({"selection": "bm26"}, "tasks.1.demos.selection: unknown demo selection 'bm26' "
-                            "(did you mean 'bm25'?)"),
-    ({"order": "nearest_lats"}, "unknown demo order 'nearest_lats' (did you mean 'nearest_last'?)"),
-    ({"selection": "fixed", "fixed": [3, 999]}, "tasks.1.demos.fixed: index 999 is out of range"),
-    ({"selection": "fixed", "fixed": [3, 3, 4]}, "tasks.1.demos.fixed: index 3 is listed twice"),
-    ({"selection": "topk", "encoder": "/no/such/folder"}, "tasks.1.demos.encoder: "
-                                                          "'/no/such/folder' is neither a folder"),
-    ({"selection": "first_n", "order": "nearest_first"}, "tasks.1.demos.order: 'nearest_first' "
-                                                         "needs each demonstration's similarity"),
-])
+@pytest.mark.parametrize(
+    "demos,message",
+    [
+        (
+            {"selection": "bm26"},
+            "tasks.1.demos.selection: unknown demo selection 'bm26' (did you mean 'bm25'?)",
+        ),
+        (
+            {"order": "nearest_lats"},
+            "unknown demo order 'nearest_lats' (did you mean 'nearest_last'?)",
+        ),
+        (
+            {"selection": "fixed", "fixed": [3, 999]},
+            "tasks.1.demos.fixed: index 999 is out of range",
+        ),
+        (
+            {"selection": "fixed", "fixed": [3, 3, 4]},
+            "tasks.1.demos.fixed: index 3 is listed twice",
+        ),
+        (
+            {"selection": "topk", "encoder": "/no/such/folder"},
+            "tasks.1.demos.encoder: '/no/such/folder' is neither a folder",
+        ),
+        (
+            {"selection": "first_n", "order": "nearest_first"},
+            "tasks.1.demos.order: 'nearest_first' needs each demonstration's similarity",
+        ),
+    ],
+)
 def test_bad_demos_are_one_line_errors_before_the_run_folder(tmp_path, capsys, demos, message):
     tasks = ["sentiment", {"name": "sentiment", "as": "x", "demos": demos}]
-    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(write(tmp_path, tasks=tasks)),
-                                            "--out", str(tmp_path / "run")])
+    line = fails_cleanly(
+        capsys,
+        tmp_path,
+        ["evaluate", str(write(tmp_path, tasks=tasks)), "--out", str(tmp_path / "run")],
+    )
     assert message in line, line
 
 
-def test_balanced_needs_enough_of_each_class_and_old_key_points_to_new(tmp_path, text_task_dir,
-                                                                       capsys):
-    task = {"name": str(text_task_dir / "mini.yaml"), "test_file": "train.jsonl",
-            "demos": {"selection": "balanced"}}  # queries come from the pool: never demos
-    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(write(tmp_path, tasks=[task],
-                                                                  shots=[0, 12])),
-                                            "--out", str(tmp_path / "run")])
+def test_balanced_needs_enough_of_each_class_and_old_key_points_to_new(
+    tmp_path, text_task_dir, capsys
+):
+    task = {
+        "name": str(text_task_dir / "mini.yaml"),
+        "test_file": "train.jsonl",
+        "demos": {"selection": "balanced"},
+    }  # queries come from the pool: never demos
+    line = fails_cleanly(
+        capsys,
+        tmp_path,
+        [
+            "evaluate",
+            str(write(tmp_path, tasks=[task], shots=[0, 12])),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert "balanced: 12 shots need 6 examples of class" in line
-    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(write(tmp_path, demo_orders=2)),
-                                            "--out", str(tmp_path / "run")])
+    line = fails_cleanly(
+        capsys,
+        tmp_path,
+        ["evaluate", str(write(tmp_path, demo_orders=2)), "--out", str(tmp_path / "run")],
+    )
     assert "'demo_orders' has moved to 'demos.permutations'" in line
 
 
 def test_compare_refuses_per_query_demonstrations(tmp_path, capsys):
     path = tmp_path / "cmp.yaml"
-    path.write_text(yaml.safe_dump({
-        "job": "compare", "models": ["tiny-random-llama"], "shots": [2], "num_seeds": 1,
-        "num_queries": 2, "tasks": [{"name": "sentiment", "demos": {"selection": "topk"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "job": "compare",
+                "models": ["tiny-random-llama"],
+                "shots": [2],
+                "num_seeds": 1,
+                "num_queries": 2,
+                "tasks": [{"name": "sentiment", "demos": {"selection": "topk"}}],
+            }
+        )
+    )
     line = fails_cleanly(capsys, tmp_path, ["compare", str(path), "--out", str(tmp_path / "run")])
     assert "tasks.0.demos: compare fine-tunes on one demo list per unit" in line

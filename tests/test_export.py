@@ -17,8 +17,22 @@ SHOTS = [0, 2, 4]
 
 def test_round_trip_gives_hf_icl_numbers(tmp_path, capsys):
     out = tmp_path / "exported"
-    assert main(["export", "lm-eval", "sentiment", "--out", str(out), "--set", "num_queries=8",
-                 "--set", "shots=4"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "lm-eval",
+                "sentiment",
+                "--out",
+                str(out),
+                "--set",
+                "num_queries=8",
+                "--set",
+                "shots=4",
+            ]
+        )
+        == 0
+    )
     assert "lm_eval run --include_path" in capsys.readouterr().out
     model, tokenizer = load_model("tiny-random-llama")
     with torch.no_grad():
@@ -34,9 +48,14 @@ def test_round_trip_gives_hf_icl_numbers(tmp_path, capsys):
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
     manager = TaskManager(include_path=str(out), include_defaults=False)
     for k in SHOTS:
-        result = lm_eval.simple_evaluate(model=lm, tasks=["sentiment"], num_fewshot=k,
-                                         task_manager=manager, log_samples=True,
-                                         verbosity="ERROR")
+        result = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=["sentiment"],
+            num_fewshot=k,
+            task_manager=manager,
+            log_samples=True,
+            verbosity="ERROR",
+        )
         samples = sorted(result["samples"]["sentiment_seed0"], key=lambda s: s["doc_id"])
         theirs = np.array([[r[0][0] for r in s["resps"]] for s in samples])
         np.testing.assert_allclose(ours[k], theirs, atol=1e-4, rtol=0)

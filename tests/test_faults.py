@@ -13,9 +13,16 @@ from hf_icl.results import MARKER, RunFolder
 
 
 def write_config(tmp_path, text_task_dir, name="cfg.yaml", **changes):
-    data = {"job": "evaluate", "models": ["tiny-random-llama"],
-            "tasks": [str(text_task_dir / "mini.yaml")], "shots": [0, 1], "num_seeds": 1,
-            "num_queries": 2, "bootstrap": 10, **changes}
+    data = {
+        "job": "evaluate",
+        "models": ["tiny-random-llama"],
+        "tasks": [str(text_task_dir / "mini.yaml")],
+        "shots": [0, 1],
+        "num_seeds": 1,
+        "num_queries": 2,
+        "bootstrap": 10,
+        **changes,
+    }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -35,21 +42,30 @@ CASES = {
     "unknown model alias": ({"models": ["tiny-random-lama"]}, "models.0: unknown tiny model"),
     "unknown task": ({"tasks": ["sentimnt"]}, "tasks.0: unknown task 'sentimnt'"),
     "unknown baseline": ({"baselines": ["majorty"]}, "baselines.0: unknown baseline 'majorty'"),
-    "bad label words": ({"tasks": [MINI, {"name": MINI, "as": "m2", "label_words": [" a", " a"]}]},
-                        "tasks.1.label_words: duplicate label word"),
+    "bad label words": (
+        {"tasks": [MINI, {"name": MINI, "as": "m2", "label_words": [" a", " a"]}]},
+        "tasks.1.label_words: duplicate label word",
+    ),
     "label words the tokenizer merges with the template": (
         {"tasks": [{"name": MINI, "label_words": [":(", ":)"]}]},
-        "tasks.0: the tokenizer merges text across a prompt boundary"),
-    "impossible subspace_dim": ({"tasks": [{"name": "gmm", "subspace_dim": 50}]},
-                                "tasks.0.subspace_dim: 50 is outside 1..dim"),
-    "too many shots for the pool": ({"shots": [0, 20]},
-                                    "tasks.0: shots: 20 demonstrations requested but task 'mini' "
-                                    "has 12 examples"),
-    "over-long template": ({"tasks": [{"name": MINI, "template": "word " * 2100 + "{text}:"}]},
-                           "tasks.0: template too long"),
+        "tasks.0: the tokenizer merges text across a prompt boundary",
+    ),
+    "impossible subspace_dim": (
+        {"tasks": [{"name": "gmm", "subspace_dim": 50}]},
+        "tasks.0.subspace_dim: 50 is outside 1..dim",
+    ),
+    "too many shots for the pool": (
+        {"shots": [0, 20]},
+        "tasks.0: shots: 20 demonstrations requested but task 'mini' has 12 examples",
+    ),
+    "over-long template": (
+        {"tasks": [{"name": MINI, "template": "word " * 2100 + "{text}:"}]},
+        "tasks.0: template too long",
+    ),
     "too many shots for the context window": (
         {"tasks": [{"name": MINI, "template": "word " * 400 + "{text}:"}], "shots": [0, 8]},
-        "tasks.0: shots: a prompt with 8 demonstrations is"),
+        "tasks.0: shots: a prompt with 8 demonstrations is",
+    ),
     "bad metric": ({"metrics": ["acuracy"]}, "metrics: unknown metric 'acuracy'"),
 }
 
@@ -84,8 +100,9 @@ def test_corrected_rerun_succeeds_and_files_honour_the_umask(tmp_path, text_task
     assert {"config.yaml", "samples.jsonl", "results.json", "report.md"} <= set(marker["created"])
 
 
-def test_overwrite_of_a_folder_in_use_is_refused_and_deletes_nothing(tmp_path, text_task_dir,
-                                                                       capsys):
+def test_overwrite_of_a_folder_in_use_is_refused_and_deletes_nothing(
+    tmp_path, text_task_dir, capsys
+):
     out = tmp_path / "out"
     path = write_config(tmp_path, text_task_dir)
     with RunFolder(out).claim("evaluate", {"job": "evaluate", "other": 1}, False):
@@ -104,14 +121,17 @@ def test_a_foreign_folder_is_never_written_or_emptied(overwrite, tmp_path, text_
     for name, text in own.items():
         (out / name).write_text(text)
     path = write_config(tmp_path, text_task_dir)
-    args = ["evaluate", str(path), "--out", str(out), "--quiet"] + (["--overwrite"] if overwrite else [])
+    args = ["evaluate", str(path), "--out", str(out), "--quiet"] + (
+        ["--overwrite"] if overwrite else []
+    )
     assert main(args) == 2
     assert "is not an hf-icl run folder" in one_error(capsys)
     assert {p.name: p.read_text() for p in out.iterdir()} == own
 
 
-def test_a_run_folder_from_before_the_marker_resumes_but_is_never_emptied(tmp_path, text_task_dir,
-                                                                           capsys):
+def test_a_run_folder_from_before_the_marker_resumes_but_is_never_emptied(
+    tmp_path, text_task_dir, capsys
+):
     out = tmp_path / "out"
     path = write_config(tmp_path, text_task_dir)
     assert main(["evaluate", str(path), "--out", str(out), "--quiet"]) == 0

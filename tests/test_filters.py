@@ -12,8 +12,9 @@ def test_filters_apply_in_order():
 
 
 def test_regex_filter_selects_a_match_or_falls_back():
-    f = parse_filters([{"function": "regex", "regex_pattern": r"answer is (\-?\d+)",
-                        "group_select": -1}])
+    f = parse_filters(
+        [{"function": "regex", "regex_pattern": r"answer is (\-?\d+)", "group_select": -1}]
+    )
     assert apply_filters("the answer is 3, no, the answer is 12", f) == "12"
     assert apply_filters("no idea", f) == "[invalid]"
     first = parse_filters([{"function": "regex", "regex_pattern": r"(\d+)|(x)", "fallback": "?"}])
@@ -34,12 +35,17 @@ def test_label_matching_ignores_whitespace_only():
     assert match_label("positive!", words) == -1
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"max_new_tokens": 0}, "max_new_tokens: must be ≥ 1, got 0"),
-    ({"filters": [{"function": "regex", "regex_pattern": "("}]}, "does not compile"),
-    ({"filters": ["strp"]}, "unknown filter 'strp' (did you mean 'strip'?)"),
-    ({"until": [""]}, "until: expected non-empty strings"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens: must be ≥ 1, got 0"),
+        ({"filters": [{"function": "regex", "regex_pattern": "("}]}, "does not compile"),
+        ({"filters": ["strp"]}, "unknown filter 'strp' (did you mean 'strip'?)"),
+        ({"until": [""]}, "until: expected non-empty strings"),
+    ],
+)
 def test_bad_scoring_settings_name_the_key(settings, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")
+    ):
         ScoringOptions(**settings)

@@ -47,8 +47,11 @@ def snapshot(model):
 
 def test_registry_and_config_errors():
     assert FT_ARMS.names() == ["dai", "full", "layer_causal", "lora"]
-    with pytest.raises(HfIclError, match=r"cfg.yaml: finetune.arms.0: unknown fine-tuning arm "
-                       r"'daii' \(did you mean 'dai'\?\); allowed: dai, full, layer_causal, lora"):
+    with pytest.raises(
+        HfIclError,
+        match=r"cfg.yaml: finetune.arms.0: unknown fine-tuning arm "
+        r"'daii' \(did you mean 'dai'\?\); allowed: dai, full, layer_causal, lora",
+    ):
         from_dict(FinetuneConfig, {"arms": ["daii"]}, source="cfg.yaml", prefix="finetune")
     with pytest.raises(HfIclError, match="learning rates must be > 0"):
         from_dict(FinetuneConfig, {"arms": [{"name": "lora", "lr": -1}]}, source="cfg.yaml")
@@ -61,8 +64,8 @@ def test_training_demos_are_the_prompt_tokens(llama, episode_and_demos):
     episode, rendered, demos = episode_and_demos
     tokenizer = llama[1]
     for demo, text in zip(demos, TextRenderer(tokenizer).demo_texts(episode)):
-        tokens = demo.ids[demo.skip:]
-        assert rendered.prefix_ids[demo.start:demo.start + len(tokens)] == tokens
+        tokens = demo.ids[demo.skip :]
+        assert rendered.prefix_ids[demo.start : demo.start + len(tokens)] == tokens
         assert tokenizer.decode(tokens) == text  # input + label, no delimiter
     assert [d.start for d in demos] == rendered.boundaries[:3]
 
@@ -78,7 +81,9 @@ def test_every_arm_restores_the_base_model_bitwise(llama, episode_and_demos, nam
     with arm(model, name, optimizer="adam").fine_tuned(demos, lr=0.05, seed=1):
         with torch.no_grad():
             assert not torch.equal(model(ids).logits, logits)
-        changed = {n for n, p in snapshot(model).items() if n in before and not torch.equal(p, before[n])}
+        changed = {
+            n for n, p in snapshot(model).items() if n in before and not torch.equal(p, before[n])
+        }
         if name in ("dai", "layer_causal"):
             assert changed and all(n.split(".")[-2] in KV for n in changed)
         elif name == "full":
@@ -153,10 +158,12 @@ def test_choose_lr_picks_the_best_held_out_candidate_and_restores(llama, episode
 
     def score(moved_far: bool):
         """Held-out scores that are right only when fine-tuning moved the weights far (or not)."""
+
         def scores(_rendered):
             far = float((weight.detach() - base).norm()) > 1e-3
             right = far == moved_far
             return np.eye(2)[gold if right else 1 - gold]
+
         return scores
 
     episodes = [HeldOut(demos, rendered, gold)]

@@ -37,18 +37,30 @@ def full_prompt(prompts, k, q):
 
 
 def check_against_full_prompts(model, tok, prompts, max_new_tokens=6, until=()):
-    fast = generate_queries(model, tok, prompts, SHOTS, until=list(until),
-                            max_new_tokens=max_new_tokens, batch_size=3, record=True)
+    fast = generate_queries(
+        model,
+        tok,
+        prompts,
+        SHOTS,
+        until=list(until),
+        max_new_tokens=max_new_tokens,
+        batch_size=3,
+        record=True,
+    )
     for k in SHOTS:
         for q, gen in enumerate(fast[k]):
             ids = full_prompt(prompts, k, q)
             with torch.no_grad():
-                logits = model(torch.tensor([ids + gen.tokens[:-1]])).logits[0, len(ids) - 1:]
+                logits = model(torch.tensor([ids + gen.tokens[:-1]])).logits[0, len(ids) - 1 :]
             forced = logits.float().log_softmax(-1).numpy()
             assert np.abs(forced - gen.logprobs).max() <= 1e-4, (k, q)
-            reference = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                       max_new_tokens=len(gen.tokens), do_sample=False,
-                                       pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
+            reference = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=len(gen.tokens),
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )[0, len(ids) :].tolist()
             for step, (mine, theirs) in enumerate(zip(gen.tokens, reference)):
                 top2 = np.sort(gen.logprobs[step])[-2:]
                 if top2[1] - top2[0] <= 1e-3:
@@ -103,7 +115,12 @@ def test_smollm2_generations_equal_full_prompt_greedy_decoding(smollm2):
     for k in (0, 3):
         for q, gen in enumerate(fast[k]):
             ids = full_prompt(prompts, k, q)
-            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-            text = tok.decode(out[0, len(ids):], skip_special_tokens=True).split("\n\n")[0]
+            out = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=8,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
+            text = tok.decode(out[0, len(ids) :], skip_special_tokens=True).split("\n\n")[0]
             assert gen.text == text, (k, q)

@@ -18,10 +18,30 @@ LAYERS = [
     ["cli", "__main__"],
     ["jobs"],
     ["training", "finetune", "finetune_config", "analysis", "build", "export"],
-    ["scoring", "packing", "attention", "models", "render", "samplers", "baselines", "metrics",
-     "tasks", "hub", "plots", "kv_cache", "episode", "icl_model", "demos", "lm_eval_tasks",
-     "multiple_choice", "demo_scoring", "filters", "generation", "generation_config",
-     "lm_eval_generation"],
+    [
+        "scoring",
+        "packing",
+        "attention",
+        "models",
+        "render",
+        "samplers",
+        "baselines",
+        "metrics",
+        "tasks",
+        "hub",
+        "plots",
+        "kv_cache",
+        "episode",
+        "icl_model",
+        "demos",
+        "lm_eval_tasks",
+        "multiple_choice",
+        "demo_scoring",
+        "filters",
+        "generation",
+        "generation_config",
+        "lm_eval_generation",
+    ],
     ["config", "registry", "errors", "results", "runtime", "resources", "lazy"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
@@ -66,12 +86,19 @@ def test_imports_point_down(path):
 
 
 def test_block_masks_are_built_only_in_the_packing_module():
-    builders = [p for p in _modules() if "def build_masks" in p.read_text(encoding="utf-8")
-                or "def packed_row" in p.read_text(encoding="utf-8")]
+    builders = [
+        p
+        for p in _modules()
+        if "def build_masks" in p.read_text(encoding="utf-8")
+        or "def packed_row" in p.read_text(encoding="utf-8")
+    ]
     assert builders == [PACKAGE / "packing.py"]
 
 
 def test_no_module_is_over_about_400_lines():
-    long = {str(p.relative_to(PACKAGE)): n for p in _modules()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420
+    }
     assert not long, long

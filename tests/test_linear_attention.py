@@ -50,8 +50,9 @@ def test_one_layer_equals_the_reference_formula_on_random_weights():
     with torch.no_grad():
         out = model(tokens)
     assert out.shape == (1, 3, 7)
-    torch.testing.assert_close(out[0].double(), reference(model.p, model.q, tokens, 1),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out[0].double(), reference(model.p, model.q, tokens, 1), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_looped_layer_equals_the_reference_formula_and_reads_the_last_loops_in_training():
@@ -59,13 +60,15 @@ def test_looped_layer_equals_the_reference_formula_and_reads_the_last_loops_in_t
     tokens = torch.randn(2, 6, D + 1)
     with torch.no_grad():
         out = model(tokens)
-    torch.testing.assert_close(out[0].double(), reference(model.p, model.q, tokens, 3),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        out[0].double(), reference(model.p, model.q, tokens, 3), rtol=1e-4, atol=1e-4
+    )
     model.train()
     both = model(tokens)
     assert both.shape == (2, 2, 6)
-    torch.testing.assert_close(both[0].double(), reference(model.p, model.q, tokens, 2),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        both[0].double(), reference(model.p, model.q, tokens, 2), rtol=1e-4, atol=1e-4
+    )
     subset = model(tokens, torch.tensor([1, 5]))  # only the queries asked for are computed
     torch.testing.assert_close(subset, both[:, :, [1, 5]])
 
@@ -79,11 +82,16 @@ def test_hand_set_weights_give_one_gd_step():
         out = model(paired_tokens(x, y))[0]
     for i in range(1, 9):  # ŷ_i = x_iᵀ Γᵀ (1/i) Σ_{j<i} y_j x_j
         mean = (y[:, :i, None] * x[:, :i]).mean(1)
-        torch.testing.assert_close(out[:, i], torch.einsum("bd,ed,be->b", x[:, i], gamma, mean),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            out[:, i], torch.einsum("bd,ed,be->b", x[:, i], gamma, mean), rtol=1e-5, atol=1e-5
+        )
     assert torch.all(out[:, 0] == 0)
-    diag = diagnostics.agreement(out[:, 1:].numpy(), diagnostics.preconditioned_gd_curve(
-        x.double().numpy(), y.double().numpy(), gamma.T.double().numpy(), 1))
+    diag = diagnostics.agreement(
+        out[:, 1:].numpy(),
+        diagnostics.preconditioned_gd_curve(
+            x.double().numpy(), y.double().numpy(), gamma.T.double().numpy(), 1
+        ),
+    )
     assert diag["cosine"] == pytest.approx(1.0, abs=1e-6)
     assert diag["relative_difference"] == pytest.approx(0.0, abs=1e-5)
 
@@ -101,8 +109,9 @@ def test_looped_hand_set_weights_give_l_steps_of_preconditioned_gd(parameterizat
     x, y = torch.randn(3, 8, D).double(), torch.randn(3, 8).double()
     for loops in (1, 2, 5, 9):  # also more loops than configured
         predicted = diagnostics.model_curve(model, x.numpy(), y.numpy(), loops)
-        expected = diagnostics.preconditioned_gd_curve(x.numpy(), y.numpy(), a.double().numpy(),
-                                                       loops)
+        expected = diagnostics.preconditioned_gd_curve(
+            x.numpy(), y.numpy(), a.double().numpy(), loops
+        )
         np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-5)
     assert model.config.loops == 5  # restored
 
@@ -137,7 +146,9 @@ def test_diagnostics_are_one_and_zero_on_constructed_cases():
     assert orthogonal["principal_cosines"] == pytest.approx([0.0] * 3, abs=1e-6)
     cov = np.diag([3.0, 1.0, 0.5])
     exact = diagnostics.preconditioner_error(0.7 * np.linalg.inv(cov), cov)
-    assert exact["value"] == pytest.approx(0.0, abs=1e-12) and exact["scale"] == pytest.approx(1 / 0.7)
+    assert exact["value"] == pytest.approx(0.0, abs=1e-12) and exact["scale"] == pytest.approx(
+        1 / 0.7
+    )
     assert diagnostics.preconditioner_error(np.zeros((3, 3)), cov)["value"] == pytest.approx(1.0)
     same = diagnostics.agreement(np.arange(1.0, 5.0), np.arange(1.0, 5.0))
     assert same == pytest.approx({"cosine": 1.0, "relative_difference": 0.0})
@@ -146,8 +157,11 @@ def test_diagnostics_are_one_and_zero_on_constructed_cases():
 
 def test_save_and_load_round_trip(tmp_path):
     model = lsa("looped_linear_attention", loops=4, loss_loops=2, eval_loops=[8], init_std=0.2)
-    info = {"kind": "small", "small_model": {"architecture": "looped_linear_attention"},
-            "read_in": False}
+    info = {
+        "kind": "small",
+        "small_model": {"architecture": "looped_linear_attention"},
+        "read_in": False,
+    }
     save_learner(ICLModel(model), tmp_path, None, info)
     loaded, tokenizer = load_trained(tmp_path)
     assert tokenizer is None and loaded.read_in is None
@@ -155,28 +169,53 @@ def test_save_and_load_round_trip(tmp_path):
     x, y = torch.randn(2, 6, D), torch.randn(2, 6)
     rows, cols = torch.tensor([0, 1, 1]), torch.tensor([5, 2, 5])
     with torch.no_grad():
-        torch.testing.assert_close(loaded(rows, cols, x=x, labels=y),
-                                   ICLModel(model)(rows, cols, x=x, labels=y))
+        torch.testing.assert_close(
+            loaded(rows, cols, x=x, labels=y), ICLModel(model)(rows, cols, x=x, labels=y)
+        )
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"architecture": "looped_linear_attention", "loops": 0}, "loops: must be ≥ 1"),
-    ({"architecture": "looped_linear_attention", "loops": 3, "loss_loops": 4}, "outside 1..loops"),
-    ({"architecture": "linear_attention", "eval_loops": [4]}, "needs a looped architecture"),
-    ({"architecture": "linear_attention", "init_std": 0.0}, "init_std"),
-    ({"architecture": "linear_attention", "parameterization": "bilnear"}, "did you mean"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"architecture": "looped_linear_attention", "loops": 0}, "loops: must be ≥ 1"),
+        (
+            {"architecture": "looped_linear_attention", "loops": 3, "loss_loops": 4},
+            "outside 1..loops",
+        ),
+        ({"architecture": "linear_attention", "eval_loops": [4]}, "needs a looped architecture"),
+        ({"architecture": "linear_attention", "init_std": 0.0}, "init_std"),
+        ({"architecture": "linear_attention", "parameterization": "bilnear"}, "did you mean"),
+    ],
+)
 def test_config_errors(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(SmallModelConfig, data, source="cfg.yaml", prefix="small_model")
 
 
-GMM = {"name": "gmm", "dim": 12, "subspace_dim": 2, "signal": 3.0,
-       "render": {"renderer": "embedding"}}
-REGRESSION = {"name": "linear_regression", "dim": 3, "covariance": "skewed",
-              "weight_prior": "inverse_covariance", "render": {"renderer": "embedding"}}
-TRAIN = {"steps": 30, "batch_size": 32, "num_examples": 10, "log_every": 10, "eval_every": 30,
-         "eval_episodes": 32, "checkpoint_every": 0, "scheduler": "constant"}
+GMM = {
+    "name": "gmm",
+    "dim": 12,
+    "subspace_dim": 2,
+    "signal": 3.0,
+    "render": {"renderer": "embedding"},
+}
+REGRESSION = {
+    "name": "linear_regression",
+    "dim": 3,
+    "covariance": "skewed",
+    "weight_prior": "inverse_covariance",
+    "render": {"renderer": "embedding"},
+}
+TRAIN = {
+    "steps": 30,
+    "batch_size": 32,
+    "num_examples": 10,
+    "log_every": 10,
+    "eval_every": 30,
+    "eval_episodes": 32,
+    "checkpoint_every": 0,
+    "scheduler": "constant",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -203,12 +242,25 @@ def train(tmp_path, data: dict) -> tuple[int, dict | None]:
 
 
 def test_gradient_descent_on_the_logistic_loss_aligns_w_with_the_subspace(tmp_path):
-    code, results = train(tmp_path, {
-        "small_model": {"architecture": "linear_attention", "parameterization": "bilinear",
-                        "init_std": 0.0},
-        "tasks": [GMM], "baselines": ["oracle_subspace_mle"],
-        "train": {**TRAIN, "optimizer": "sgd", "lr": 0.5, "max_grad_norm": None,
-                  "diagnostics": ["subspace_alignment"]}})
+    code, results = train(
+        tmp_path,
+        {
+            "small_model": {
+                "architecture": "linear_attention",
+                "parameterization": "bilinear",
+                "init_std": 0.0,
+            },
+            "tasks": [GMM],
+            "baselines": ["oracle_subspace_mle"],
+            "train": {
+                **TRAIN,
+                "optimizer": "sgd",
+                "lr": 0.5,
+                "max_grad_norm": None,
+                "diagnostics": ["subspace_alignment"],
+            },
+        },
+    )
     assert code == 0
     (diag,) = results["diagnostics"]
     assert diag["history"][0] == [0, 0.0] and diag["value"] > 0.8
@@ -220,11 +272,21 @@ def test_gradient_descent_on_the_logistic_loss_aligns_w_with_the_subspace(tmp_pa
 
 
 def test_looped_model_learns_a_preconditioner_close_to_the_inverse_covariance(tmp_path):
-    code, results = train(tmp_path, {
-        "small_model": {"architecture": "looped_linear_attention", "parameterization": "bilinear",
-                        "init_std": 0.0, "loops": 2, "loss_loops": 1, "eval_loops": [4]},
-        "tasks": [REGRESSION],
-        "train": {**TRAIN, "lr": 0.02, "loss_on": "final", "diagnostics": ["preconditioner"]}})
+    code, results = train(
+        tmp_path,
+        {
+            "small_model": {
+                "architecture": "looped_linear_attention",
+                "parameterization": "bilinear",
+                "init_std": 0.0,
+                "loops": 2,
+                "loss_loops": 1,
+                "eval_loops": [4],
+            },
+            "tasks": [REGRESSION],
+            "train": {**TRAIN, "lr": 0.02, "loss_on": "final", "diagnostics": ["preconditioner"]},
+        },
+    )
     assert code == 0
     (diag,) = results["diagnostics"]
     assert diag["value"] < 0.5 and set(diag["loops"]) == {"1", "2", "4"}
@@ -232,22 +294,65 @@ def test_looped_model_learns_a_preconditioner_close_to_the_inverse_covariance(tm
     assert {s["split"] for s in results["summary"]} == {"seen", "unseen", "unseen, 4 loops"}
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"small_model": {"architecture": "linear_attention"},
-      "tasks": [{"name": "digits_projected", "classes": [0, 1, 2], "proj_dim": 4,
-                 "render": {"renderer": "embedding"}}]}, "two classes only, not 3"),
-    ({"small_model": {"architecture": "linear_attention"}, "tasks": [REGRESSION],
-      "train": {"diagnostics": ["subspace_alignment"]}}, "needs a first training task with a "
-     "shared subspace"),
-    ({"small_model": {"architecture": "linear_attention"}, "tasks": [GMM],
-      "train": {"diagnostics": ["preconditioner"]}}, "needs a first training task with an input"),
-    ({"small_model": {"layers": 1, "hidden": 16, "heads": 2}, "tasks": [REGRESSION],
-      "train": {"diagnostics": ["gd_step"]}}, "read linear-attention weights"),
-    ({"small_model": {"architecture": "looped_linear_attention"}, "tasks": [REGRESSION],
-      "train": {"diagnostics": ["gd_step"]}}, "set small_model.architecture to linear_attention"),
-    ({"small_model": {"architecture": "linear_attention"}, "tasks": [REGRESSION],
-      "train": {"diagnostics": ["alignment"]}}, "'alignment' is unknown"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            {
+                "small_model": {"architecture": "linear_attention"},
+                "tasks": [
+                    {
+                        "name": "digits_projected",
+                        "classes": [0, 1, 2],
+                        "proj_dim": 4,
+                        "render": {"renderer": "embedding"},
+                    }
+                ],
+            },
+            "two classes only, not 3",
+        ),
+        (
+            {
+                "small_model": {"architecture": "linear_attention"},
+                "tasks": [REGRESSION],
+                "train": {"diagnostics": ["subspace_alignment"]},
+            },
+            "needs a first training task with a shared subspace",
+        ),
+        (
+            {
+                "small_model": {"architecture": "linear_attention"},
+                "tasks": [GMM],
+                "train": {"diagnostics": ["preconditioner"]},
+            },
+            "needs a first training task with an input",
+        ),
+        (
+            {
+                "small_model": {"layers": 1, "hidden": 16, "heads": 2},
+                "tasks": [REGRESSION],
+                "train": {"diagnostics": ["gd_step"]},
+            },
+            "read linear-attention weights",
+        ),
+        (
+            {
+                "small_model": {"architecture": "looped_linear_attention"},
+                "tasks": [REGRESSION],
+                "train": {"diagnostics": ["gd_step"]},
+            },
+            "set small_model.architecture to linear_attention",
+        ),
+        (
+            {
+                "small_model": {"architecture": "linear_attention"},
+                "tasks": [REGRESSION],
+                "train": {"diagnostics": ["alignment"]},
+            },
+            "'alignment' is unknown",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_before_anything_is_written(tmp_path, capsys, data, message):
     code, _ = train(tmp_path, data)
     err = capsys.readouterr().err

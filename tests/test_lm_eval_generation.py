@@ -17,14 +17,16 @@ from hf_icl.render import TextRenderer
 
 pytest.importorskip("lm_eval")
 
-ROWS = [("Ana had 12 apples and got 5 more. How many apples now?", "17"),
-        ("Ben had 30 coins and gave away 8. How many coins are left?", "22"),
-        ("Chloe had 7 books and got 9 more. How many books now?", "16"),
-        ("David had 25 shells and gave away 11. How many shells are left?", "14"),
-        ("Emma had 3 pencils and got 40 more. How many pencils now?", "43"),
-        ("Farid had 19 marbles and gave away 4. How many marbles are left?", "15"),
-        ("Grace had 8 cookies and got 8 more. How many cookies now?", "16"),
-        ("Hugo had 41 stickers and gave away 20. How many stickers are left?", "21")]
+ROWS = [
+    ("Ana had 12 apples and got 5 more. How many apples now?", "17"),
+    ("Ben had 30 coins and gave away 8. How many coins are left?", "22"),
+    ("Chloe had 7 books and got 9 more. How many books now?", "16"),
+    ("David had 25 shells and gave away 11. How many shells are left?", "14"),
+    ("Emma had 3 pencils and got 40 more. How many pencils now?", "43"),
+    ("Farid had 19 marbles and gave away 4. How many marbles are left?", "15"),
+    ("Grace had 8 cookies and got 8 more. How many cookies now?", "16"),
+    ("Hugo had 41 stickers and gave away 20. How many stickers are left?", "21"),
+]
 SHOTS = [0, 3]
 
 
@@ -33,7 +35,8 @@ def task_yaml(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gen_task")
     for split, rows in (("train", ROWS[:3]), ("test", ROWS[3:])):
         (folder / f"{split}.jsonl").write_text(
-            "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+            "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows)
+        )
     path = folder / "gen_arith.yaml"
     path.write_text(f"""task: gen_arith
 dataset_path: json
@@ -62,10 +65,17 @@ def lm_eval_outputs(model, tok, path, k):
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=1)
-    out = lm_eval.simple_evaluate(model=lm, tasks=["gen_arith"], num_fewshot=k, log_samples=True,
-                                  task_manager=TaskManager(include_path=str(path.parent)),
-                                  random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                                  fewshot_random_seed=0)
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["gen_arith"],
+        num_fewshot=k,
+        log_samples=True,
+        task_manager=TaskManager(include_path=str(path.parent)),
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )
     samples = sorted(out["samples"]["gen_arith"], key=lambda s: s["doc_id"])
     return [s["resps"][0][0] for s in samples], [s["arguments"][0][0] for s in samples]
 
@@ -77,8 +87,9 @@ def test_generations_equal_lm_eval_greedy_decoding(tiny_llama, task_yaml):
     model = peaked(model)
     (task,) = load_lm_eval_tasks(str(task_yaml))
     docs = generation_documents(task)
-    prompts = lm_eval_generation_prompts(TextRenderer(tok), task, docs, max(SHOTS),
-                                         DemoSelection("first_n"))
+    prompts = lm_eval_generation_prompts(
+        TextRenderer(tok), task, docs, max(SHOTS), DemoSelection("first_n")
+    )
     until, new = generation_settings(task)
     assert (until, new) == (["\n\n", "Question:"], 6)
     ours = generate_queries(model, tok, prompts, SHOTS, until=until, max_new_tokens=new)
@@ -86,8 +97,10 @@ def test_generations_equal_lm_eval_greedy_decoding(tiny_llama, task_yaml):
         outputs, contexts = lm_eval_outputs(model, tok, task_yaml, k)
         for q, context in enumerate(contexts):
             query = prompts.query_ids[q] if k else prompts.query_ids_alone[q]
-            assert prompts.prefix_ids[: prompts.boundaries[k]] + query == \
-                tok(context).input_ids, (k, q)
+            assert prompts.prefix_ids[: prompts.boundaries[k]] + query == tok(context).input_ids, (
+                k,
+                q,
+            )
         assert [g.text for g in ours[k]] == outputs, k
     assert [d.target for d in docs] == [a for _, a in ROWS[3:]]
 
@@ -95,8 +108,13 @@ def test_generations_equal_lm_eval_greedy_decoding(tiny_llama, task_yaml):
 def test_random_demos_per_document_are_refused(tiny_llama, task_yaml):
     (task,) = load_lm_eval_tasks(str(task_yaml))
     with pytest.raises(HfIclError, match="one demo list for every document"):
-        lm_eval_generation_prompts(TextRenderer(tiny_llama[1]), task, generation_documents(task),
-                                   2, DemoSelection("lm_eval_default"))
+        lm_eval_generation_prompts(
+            TextRenderer(tiny_llama[1]),
+            task,
+            generation_documents(task),
+            2,
+            DemoSelection("lm_eval_default"),
+        )
 
 
 def test_evaluate_scores_a_generate_until_entry_by_exact_match(tmp_path, task_yaml):
@@ -104,8 +122,14 @@ def test_evaluate_scores_a_generate_until_entry_by_exact_match(tmp_path, task_ya
 
     from hf_icl.cli import main
 
-    config = {"job": "evaluate", "models": ["tiny-random-llama"], "shots": [0, 2],
-              "num_queries": 4, "bootstrap": 20, "tasks": [{"lm_eval": str(task_yaml)}]}
+    config = {
+        "job": "evaluate",
+        "models": ["tiny-random-llama"],
+        "shots": [0, 2],
+        "num_queries": 4,
+        "bootstrap": 20,
+        "tasks": [{"lm_eval": str(task_yaml)}],
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["evaluate", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0

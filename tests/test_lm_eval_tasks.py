@@ -34,9 +34,19 @@ def fails_cleanly(capsys, root: Path, argv: list[str]) -> str:
 
 def config(tmp_path: Path, entry: dict, **extra) -> Path:
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"job": "evaluate", "models": ["tiny-random-llama"],
-                                    "tasks": [entry], "shots": [0, 2], "num_seeds": 2,
-                                    "num_queries": 4, **extra}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "job": "evaluate",
+                "models": ["tiny-random-llama"],
+                "tasks": [entry],
+                "shots": [0, 2],
+                "num_seeds": 2,
+                "num_queries": 4,
+                **extra,
+            }
+        )
+    )
     return path
 
 
@@ -62,10 +72,14 @@ def test_evaluate_group_from_config(tmp_path, lm_eval_task_dir):
     assert row["query_id"] == 0 and len(row["loglikelihoods"]) == len(row["greedy"])
     assert {"pred", "pred_norm", "gold"} <= set(row)
     results = json.loads((out / "results.json").read_text())
-    metrics = {t: {s["metric"] for s in results["summary"] if s["task"] == t}
-               for t in ("mc_sum", "mc_words")}
-    assert metrics == {"mc_sum": {"accuracy", "acc_norm"},
-                       "mc_words": {"accuracy", "acc_norm", "acc_mutual_info"}}
+    metrics = {
+        t: {s["metric"] for s in results["summary"] if s["task"] == t}
+        for t in ("mc_sum", "mc_words")
+    }
+    assert metrics == {
+        "mc_sum": {"accuracy", "acc_norm"},
+        "mc_words": {"accuracy", "acc_norm", "acc_mutual_info"},
+    }
     assert "pred_mutual_info" in next(r for r in rows if r["task"] == "mc_words")
     assert results["tasks"]["mc_sum"]["demos"] == "first_n, from the task's fewshot_config"
     assert "## lm-eval tasks" in (out / "report.md").read_text()
@@ -73,23 +87,33 @@ def test_evaluate_group_from_config(tmp_path, lm_eval_task_dir):
 
 def test_demos_override(tmp_path, lm_eval_task_dir):
     """An entry's demos: replaces the task's fewshot_config, runs once and says so."""
-    entry = {"lm_eval": "mc_words", "include_path": str(lm_eval_task_dir),
-             "demos": {"selection": "fixed", "fixed": [3, 0]}}
+    entry = {
+        "lm_eval": "mc_words",
+        "include_path": str(lm_eval_task_dir),
+        "demos": {"selection": "fixed", "fixed": [3, 0]},
+    }
     cfg = from_dict(EvaluateConfig, yaml.safe_load(config(tmp_path, entry).read_text()))
     [task] = check_evaluation(cfg)
     assert task.lm_eval.selection == DemoSelection("fixed", 1234, (3, 0))
     assert task.lm_eval.num_seeds(cfg.num_seeds) == 1
-    assert task.lm_eval.demos_note == \
-        "fixed, from demos.selection (overrides the task's fewshot_config)"
+    assert (
+        task.lm_eval.demos_note
+        == "fixed, from demos.selection (overrides the task's fewshot_config)"
+    )
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"lm_eval": "mc_summ"}, "unknown lm-eval task 'mc_summ' (did you mean 'mc_sum'?)"),
-    ({"lm_eval": "missing.yaml"}, "lm-eval task file 'missing.yaml': no such file"),
-    ({"lm_eval": "mc_sum", "limit": 3}, "unknown key 'limit' in an lm-eval task entry"),
-    ({"lm_eval": "mc_sum", "demos": {"selection": "first_n", "order": "random"}},
-     "selection 'first_n' on an lm-eval task keeps its order (as_selected)"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"lm_eval": "mc_summ"}, "unknown lm-eval task 'mc_summ' (did you mean 'mc_sum'?)"),
+        ({"lm_eval": "missing.yaml"}, "lm-eval task file 'missing.yaml': no such file"),
+        ({"lm_eval": "mc_sum", "limit": 3}, "unknown key 'limit' in an lm-eval task entry"),
+        (
+            {"lm_eval": "mc_sum", "demos": {"selection": "first_n", "order": "random"}},
+            "selection 'first_n' on an lm-eval task keeps its order (as_selected)",
+        ),
+    ],
+)
 def test_bad_entries(tmp_path, lm_eval_task_dir, capsys, entry, message):
     entry = {**entry, "include_path": str(lm_eval_task_dir)}
     line = fails_cleanly(capsys, tmp_path, ["evaluate", str(config(tmp_path, entry))])
@@ -98,21 +122,26 @@ def test_bad_entries(tmp_path, lm_eval_task_dir, capsys, entry, message):
 
 def test_too_many_shots(tmp_path, lm_eval_task_dir, capsys):
     entry = {"lm_eval": "mc_sum", "include_path": str(lm_eval_task_dir)}
-    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(config(tmp_path, entry)),
-                                            "--set", "shots=[0,30]"])
+    line = fails_cleanly(
+        capsys, tmp_path, ["evaluate", str(config(tmp_path, entry)), "--set", "shots=[0,30]"]
+    )
     assert "30 shots requested but its few-shot pool holds 24 demonstrations" in line
 
 
 def test_task_errors(lm_eval_task_dir):
     with pytest.raises(HfIclError, match="output_type 'loglikelihood' is not supported"):
-        mc_documents(load_lm_eval_tasks(str(variant(lm_eval_task_dir, "ll",
-                                                    output_type="loglikelihood")))[0])
+        mc_documents(
+            load_lm_eval_tasks(str(variant(lm_eval_task_dir, "ll", output_type="loglikelihood")))[0]
+        )
     # lm-eval itself checks the first document when it loads a task: break a later one
-    bad_gold = variant(lm_eval_task_dir, "bad_gold", doc_to_target="{{answer + (9 if a > 10 else 0)}}")
+    bad_gold = variant(
+        lm_eval_task_dir, "bad_gold", doc_to_target="{{answer + (9 if a > 10 else 0)}}"
+    )
     with pytest.raises(HfIclError, match=r"document \d+ has gold \d+ outside its \d choices"):
         mc_documents(load_lm_eval_tasks(str(bad_gold))[0])
-    no_choices = variant(lm_eval_task_dir, "no_choices",
-                         doc_to_choice="{{[] if a > 10 else choices}}")
+    no_choices = variant(
+        lm_eval_task_dir, "no_choices", doc_to_choice="{{[] if a > 10 else choices}}"
+    )
     with pytest.raises(HfIclError, match=r"document \d+ has no choices"):
         mc_documents(load_lm_eval_tasks(str(no_choices))[0])
     task = load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))[0]
@@ -123,8 +152,9 @@ def test_task_errors(lm_eval_task_dir):
 def test_hub_dataset_offline_is_one_line(lm_eval_task_dir, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    path = variant(lm_eval_task_dir, "hub_task", dataset_path="someone/not-cached-here",
-                   dataset_kwargs={})
+    path = variant(
+        lm_eval_task_dir, "hub_task", dataset_path="someone/not-cached-here", dataset_kwargs={}
+    )
     with pytest.raises(HfIclError) as err:
         load_lm_eval_tasks(str(path))
     text = str(err.value)
@@ -139,8 +169,9 @@ def test_without_lm_eval_says_how_to_install(monkeypatch, lm_eval_task_dir):
 
 
 def test_lm_eval_default_only_for_lm_eval_entries(tmp_path, text_task_dir, capsys):
-    cfg = config(tmp_path, {"name": str(text_task_dir / "mini.yaml")},
-                 demos={"selection": "lm_eval_default"})
+    cfg = config(
+        tmp_path, {"name": str(text_task_dir / "mini.yaml")}, demos={"selection": "lm_eval_default"}
+    )
     cfg.write_text(cfg.read_text().replace("- name: ", "- "))
     line = fails_cleanly(capsys, tmp_path, ["evaluate", str(cfg)])
     assert "lm_eval_default replays lm-eval's own sampler" in line
@@ -163,33 +194,56 @@ def test_compare_trains_on_the_prompts_demonstration_tokens(tmp_path, lm_eval_ta
     assert zs.queries == icl.queries
     demo_text = tokenizer.decode(icl.demos[1].ids)
     assert demo_text.startswith("Question: what is") and demo_text.endswith("\n\n")
-    assert [t for d in icl.demos for t in d.ids] == icl.prefix[icl.demos[0].start:]
+    assert [t for d in icl.demos for t in d.ids] == icl.prefix[icl.demos[0].start :]
 
     out = tmp_path / "compare"
     path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump({"job": "compare", "models": ["tiny-random-llama"],
-                                    "tasks": [entry], "shots": [2], "num_seeds": 1,
-                                    "num_queries": 3, "finetune": {"arms": ["dai"]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "job": "compare",
+                "models": ["tiny-random-llama"],
+                "tasks": [entry],
+                "shots": [2],
+                "num_seeds": 1,
+                "num_queries": 3,
+                "finetune": {"arms": ["dai"]},
+            }
+        )
+    )
     assert main(["compare", str(path), "--out", str(out), "--quiet"]) == 0
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert sorted((r["arm"], r["shots"], r["query_id"]) for r in rows) == sorted(
-        (arm, k, q) for arm, k in (("zs", 0), ("icl", 2), ("dai", 2)) for q in range(3))
+        (arm, k, q) for arm, k in (("zs", 0), ("icl", 2), ("dai", 2)) for q in range(3)
+    )
     assert all(len(r["simaou"]) == 2 for r in rows if r["arm"] == "dai")
 
 
 def test_compare_refuses_per_document_demos(tmp_path, lm_eval_task_dir, capsys):
     path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump({"job": "compare", "models": ["tiny-random-llama"],
-                                    "tasks": [{"lm_eval": "mc_words",
-                                               "include_path": str(lm_eval_task_dir)}],
-                                    "shots": [2], "num_queries": 3}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "job": "compare",
+                "models": ["tiny-random-llama"],
+                "tasks": [{"lm_eval": "mc_words", "include_path": str(lm_eval_task_dir)}],
+                "shots": [2],
+                "num_queries": 3,
+            }
+        )
+    )
     line = fails_cleanly(capsys, tmp_path, ["compare", str(path)])
     assert "compare fine-tunes on one demo list per unit" in line
 
 
-@pytest.mark.parametrize("demos", [{"selection": "per_query_random"},
-                                   {"selection": "balanced"},
-                                   {"selection": "bm25", "order": "nearest_last"}])
+@pytest.mark.parametrize(
+    "demos",
+    [
+        {"selection": "per_query_random"},
+        {"selection": "balanced"},
+        {"selection": "bm25", "order": "nearest_last"},
+    ],
+)
 def test_hf_icl_selections_on_lm_eval_tasks(tmp_path, lm_eval_task_dir, demos):
     """hf-icl's own selections pick rows of the task's few-shot pool for each document; lm-eval
     formats exactly those demonstrations, in the plan's order."""
@@ -206,6 +260,7 @@ def test_hf_icl_selections_on_lm_eval_tasks(tmp_path, lm_eval_task_dir, demos):
     prompts = fewshot_contexts(source.task, [d.doc for d in source.docs], 2, selection)
     for q, (doc, prompt) in enumerate(zip(source.docs, prompts)):
         shown = [pool[r] for r in plan.rows(q, 2)]
-        expected = "".join(f"{d['a']} plus {d['b']} makes {d['choices'][d['answer']]}\n\n"
-                           for d in shown)
+        expected = "".join(
+            f"{d['a']} plus {d['b']} makes {d['choices'][d['answer']]}\n\n" for d in shown
+        )
         assert prompt == expected + f"{doc.doc['a']} plus {doc.doc['b']} makes"

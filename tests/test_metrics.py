@@ -18,8 +18,9 @@ def test_bootstrap_is_stratified_by_seed_and_brackets_the_mean_over_seeds():
     pred = np.array([0] * 40 + [1] * 40)
     gold = np.array([0, 1] * 20 + [0, 1] * 20)
     groups = [0] * 40 + [1] * 40
-    per_seed = np.mean([compute("macro_f1", pred[:40], gold[:40]),
-                        compute("macro_f1", pred[40:], gold[40:])])
+    per_seed = np.mean(
+        [compute("macro_f1", pred[:40], gold[:40]), compute("macro_f1", pred[40:], gold[40:])]
+    )
     pooled = compute("macro_f1", pred, gold)
     low, high = bootstrap_ci("macro_f1", pred, gold, groups=groups, resamples=300)
     assert low <= per_seed <= high < pooled

@@ -9,7 +9,7 @@ from hf_icl.metrics import bootstrap_ci
 from hf_icl.metrics.intervals import QUERIES_ONLY, cell_interval, random_effects_interval
 
 TRUE_ACCURACY = 0.7
-SET_SD = 0.1      # between demo sets: accuracy moves ±0.1 with the demonstrations
+SET_SD = 0.1  # between demo sets: accuracy moves ±0.1 with the demonstrations
 QUERIES = 40
 
 
@@ -62,6 +62,7 @@ def test_macro_f1_and_nse_get_intervals_of_the_same_meaning():
     groups = np.repeat(np.arange(3), 40)
     f1 = cell_interval("macro_f1", pred, ref, groups, resamples=200)
     assert f1.sets == 3 and f1.low < f1.mean < f1.high
-    err = cell_interval("nse", rng.normal(size=120), rng.normal(size=120), groups,
-                        resamples=200, scale=2.0)
+    err = cell_interval(
+        "nse", rng.normal(size=120), rng.normal(size=120), groups, resamples=200, scale=2.0
+    )
     assert err.low < err.mean < err.high and err.mean == pytest.approx(1.0, abs=0.4)

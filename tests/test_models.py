@@ -10,13 +10,21 @@ from hf_icl.models import ModelSpec, check_model_spec, list_aliases, load_model,
 
 def test_aliases_are_listed_and_installed():
     rows = {alias: installed for alias, _, installed in list_aliases()}
-    assert set(rows) == {"smollm2-135m", "gemma3-270m", "tiny-random-llama",
-                         "tiny-random-gemma3", "tiny-random-qwen2"}
+    assert set(rows) == {
+        "smollm2-135m",
+        "gemma3-270m",
+        "tiny-random-llama",
+        "tiny-random-gemma3",
+        "tiny-random-qwen2",
+    }
     assert all(rows.values())
 
 
 def test_bad_spec_lists_aliases_with_suggestion():
-    with pytest.raises(HfIclError, match=r"unknown model spec 'smollm-135m' \(did you mean 'smollm2-135m'\?\).*gemma3-270m"):
+    with pytest.raises(
+        HfIclError,
+        match=r"unknown model spec 'smollm-135m' \(did you mean 'smollm2-135m'\?\).*gemma3-270m",
+    ):
         load_model("smollm-135m")
     with pytest.raises(HfIclError, match=r"unknown tiny model 'tiny-random-gpt9'"):
         load_model("tiny-random-gpt9")
@@ -68,8 +76,9 @@ def test_gguf_file_spec_and_untrained_control(smollm2):
 def _qlora_run(folder, inference_layout: bool) -> tuple[float, list[float]]:
     from peft import LoraConfig, get_peft_model
 
-    model, tok = load_model(ModelSpec(spec=str(folder), quantization="4bit",
-                                      bnb_cpu_inference_layout=inference_layout))
+    model, tok = load_model(
+        ModelSpec(spec=str(folder), quantization="4bit", bnb_cpu_inference_layout=inference_layout)
+    )
     ids = tok("Review: dull\nSentiment: negative", return_tensors="pt").input_ids
     with torch.no_grad():
         model(ids)  # an evaluation forward first: the trap fires here
@@ -81,8 +90,11 @@ def _qlora_run(folder, inference_layout: bool) -> tuple[float, list[float]]:
         loss = model(ids, labels=ids).loss
         loss.backward()
         if step == 0:
-            grad_norm = sum(p.grad.abs().sum().item() for n, p in model.named_parameters()
-                            if "lora_" in n and p.grad is not None)
+            grad_norm = sum(
+                p.grad.abs().sum().item()
+                for n, p in model.named_parameters()
+                if "lora_" in n and p.grad is not None
+            )
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
@@ -114,18 +126,22 @@ def test_inference_layout_breaks_training_on_avx512bf16_cpus(tiny_folder):
 
 
 def test_model_specs_are_checked_without_importing_torch():
-    code = ("import sys\n"
-            "from hf_icl.errors import HfIclError\n"
-            "from hf_icl.models import ModelSpec, check_model_spec\n"
-            "check_model_spec(ModelSpec(spec='tiny-random-llama'), 'cfg.yaml: models.0')\n"
-            "try:\n"
-            "    check_model_spec(ModelSpec(spec='./missing/model'), 'cfg.yaml: models.1')\n"
-            "except HfIclError as err:\n"
-            "    print(err)\n"
-            "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
+    code = (
+        "import sys\n"
+        "from hf_icl.errors import HfIclError\n"
+        "from hf_icl.models import ModelSpec, check_model_spec\n"
+        "check_model_spec(ModelSpec(spec='tiny-random-llama'), 'cfg.yaml: models.0')\n"
+        "try:\n"
+        "    check_model_spec(ModelSpec(spec='./missing/model'), 'cfg.yaml: models.1')\n"
+        "except HfIclError as err:\n"
+        "    print(err)\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.splitlines() == [
-        "cfg.yaml: models.1: model spec './missing/model': no such local folder", "False False"]
+        "cfg.yaml: models.1: model spec './missing/model': no such local folder",
+        "False False",
+    ]
 
 
 def test_bad_momentum_in_any_model_fails_before_anything_runs(tmp_path):
@@ -133,24 +149,31 @@ def test_bad_momentum_in_any_model_fails_before_anything_runs(tmp_path):
     model runs, and without importing torch."""
     (tmp_path / "bad.yaml").write_text(
         "job: evaluate\nmodels:\n  - {spec: tiny-random-llama, momentum: {eta: 0.1}}\n"
-        "  - {spec: tiny-random-llama, momentum: {eta: 2}}\ntasks: [sentiment]\nshots: [0]\n")
-    code = ("import sys\n"
-            "from hf_icl.cli import main\n"
-            "try:\n"
-            "    code = main(['evaluate', 'bad.yaml', '--out', 'out'])\n"
-            "except SystemExit as err:\n"
-            "    code = err.code\n"
-            "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path)
+        "  - {spec: tiny-random-llama, momentum: {eta: 2}}\ntasks: [sentiment]\nshots: [0]\n"
+    )
+    code = (
+        "import sys\n"
+        "from hf_icl.cli import main\n"
+        "try:\n"
+        "    code = main(['evaluate', 'bad.yaml', '--out', 'out'])\n"
+        "except SystemExit as err:\n"
+        "    code = err.code\n"
+        "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.stdout.splitlines() == ["2 False False"]
     assert proc.stderr.splitlines() == [
-        "hf-icl: error: bad.yaml: models.1.momentum.eta: must be a number in [0, 1), got 2.0"]
+        "hf-icl: error: bad.yaml: models.1.momentum.eta: must be a number in [0, 1), got 2.0"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
 def test_custom_model_code_is_accepted_with_trust_remote_code(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "my_arch", "auto_map": {"AutoConfig": "m.C"}}')
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "my_arch", "auto_map": {"AutoConfig": "m.C"}}'
+    )
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(HfIclError, match="trust_remote_code: true"):
         check_model_spec(ModelSpec(spec=str(tmp_path)))
@@ -166,6 +189,9 @@ def test_loading_from_an_unreachable_hub_is_one_line(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf_icl.models.spec, "hub_offline", lambda: False)  # past the cheap check
-    with pytest.raises(HfIclError, match=r"^model spec 'HuggingFaceTB/SmolLM2-135M': cannot load "
-                       r"its tokenizer: the Hugging Face Hub is unreachable: offline mode is on"):
+    with pytest.raises(
+        HfIclError,
+        match=r"^model spec 'HuggingFaceTB/SmolLM2-135M': cannot load "
+        r"its tokenizer: the Hugging Face Hub is unreachable: offline mode is on",
+    ):
         load_model("HuggingFaceTB/SmolLM2-135M")

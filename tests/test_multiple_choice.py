@@ -29,8 +29,9 @@ def sharp_llama():
     return model, tokenizer
 
 
-def lm_eval_samples(model, tokenizer, folder, task: str, shots: int, limit: int,
-                    batch_size: int = 4) -> list[dict]:
+def lm_eval_samples(
+    model, tokenizer, folder, task: str, shots: int, limit: int, batch_size: int = 4
+) -> list[dict]:
     """lm-eval's logged samples for ``task`` at ``shots`` (its default few-shot seed)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -38,8 +39,15 @@ def lm_eval_samples(model, tokenizer, folder, task: str, shots: int, limit: int,
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, limit=limit,
-                                  task_manager=manager, log_samples=True, verbosity="ERROR")
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[task],
+        num_fewshot=shots,
+        limit=limit,
+        task_manager=manager,
+        log_samples=True,
+        verbosity="ERROR",
+    )
     return sorted(out["samples"][task], key=lambda s: s["doc_id"])
 
 
@@ -74,12 +82,15 @@ def test_group_matches_lm_eval(sharp_llama, lm_eval_task_dir):
     model, tokenizer = sharp_llama
     tasks = load_lm_eval_tasks(str(lm_eval_task_dir / "mc_group.yaml"))
     assert [(t.name, t.group, t.task_sampler) for t in tasks] == [
-        ("mc_sum", "mc_group", "first_n"), ("mc_words", "mc_group", "default")]
+        ("mc_sum", "mc_group", "first_n"),
+        ("mc_words", "mc_group", "default"),
+    ]
     for task in tasks:
         docs = mc_documents(task, LIMIT)
         assert {len(d.choices) for d in docs} == {3, 4, 5}
-        curve = score_lm_eval_task(model, tokenizer, task, docs, SHOTS, DemoSelection(),
-                                   pack_tokens=256)
+        curve = score_lm_eval_task(
+            model, tokenizer, task, docs, SHOTS, DemoSelection(), pack_tokens=256
+        )
         prior = unconditional_scores(model, tokenizer, task, docs)
         for k in SHOTS:
             samples = lm_eval_samples(model, tokenizer, lm_eval_task_dir, task.name, k, LIMIT)
@@ -108,14 +119,15 @@ def test_fixed_demos_share_one_prefix(sharp_llama, lm_eval_task_dir):
     model, tokenizer = sharp_llama
     task = load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))[0]
     docs = mc_documents(task, 6)
-    requests = lm_eval_requests(task, docs, 3, DemoSelection("fixed", indices=(5, 0, 9)),
-                                LmEvalEncoder(tokenizer))
+    requests = lm_eval_requests(
+        task, docs, 3, DemoSelection("fixed", indices=(5, 0, 9)), LmEvalEncoder(tokenizer)
+    )
     prefix = requests[0].context[:-1]
     scores = score_choices(model, requests, prefix=prefix, pack_tokens=128)
     with torch.no_grad():
         for req, score in zip(requests, scores):
             for cont, ll in zip(req.continuations, score.loglikelihoods):
-                logits = model(torch.tensor([req.context + cont[:-1]])).logits[0, -len(cont):]
+                logits = model(torch.tensor([req.context + cont[:-1]])).logits[0, -len(cont) :]
                 ref = logits.float().log_softmax(-1).gather(1, torch.tensor(cont)[:, None]).sum()
                 assert abs(float(ref) - ll) < 1e-4
 
@@ -125,14 +137,15 @@ def test_sliding_window_model_scores_like_plain_forward(tiny_gemma3, lm_eval_tas
     model, tokenizer = tiny_gemma3
     task = load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))[0]
     docs = mc_documents(task, 3)
-    curve = score_lm_eval_task(model, tokenizer, task, docs, [0, 4], DemoSelection(),
-                               pack_tokens=128)
+    curve = score_lm_eval_task(
+        model, tokenizer, task, docs, [0, 4], DemoSelection(), pack_tokens=128
+    )
     requests = lm_eval_requests(task, docs, 4, DemoSelection(), LmEvalEncoder(tokenizer))
     assert len(requests[0].context) > 64
     with torch.no_grad():
         for req, score in zip(requests, curve[4]):
             cont = req.continuations[0]
-            logits = model(torch.tensor([req.context + cont[:-1]])).logits[0, -len(cont):]
+            logits = model(torch.tensor([req.context + cont[:-1]])).logits[0, -len(cont) :]
             ref = logits.float().log_softmax(-1).gather(1, torch.tensor(cont)[:, None]).sum()
             assert abs(float(ref) - score.loglikelihoods[0]) < 1e-4
 

@@ -70,8 +70,9 @@ class _LmEvalSide:
 
         self.tokenizer, self.chat_template_args = tokenizer, {}
         self.add_bos_token, self.backend = None, "causal"
-        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
-            else tokenizer.eos_token_id
+        self.prefix_token_id = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         self.tok_decode = lambda ids, **kw: tokenizer.decode(ids, **kw)
         self.apply_chat_template = HFLM.apply_chat_template.__get__(self)
         self.tok_encode = HFLM.tok_encode.__get__(self)
@@ -80,20 +81,33 @@ class _LmEvalSide:
 
 def lm_eval_tokens(task, tokenizer, doc, k, multiturn, system):
     side = _LmEvalSide(tokenizer)
-    ctx = task.fewshot_context(doc, k, system_instruction=system, apply_chat_template=True,
-                               fewshot_as_multiturn=multiturn, chat_template=side.apply_chat_template)
-    requests = task.construct_requests(doc, ctx, metadata=("chat_sentiment", 0, 1),
-                                       apply_chat_template=True)
+    ctx = task.fewshot_context(
+        doc,
+        k,
+        system_instruction=system,
+        apply_chat_template=True,
+        fewshot_as_multiturn=multiturn,
+        chat_template=side.apply_chat_template,
+    )
+    requests = task.construct_requests(
+        doc, ctx, metadata=("chat_sentiment", 0, 1), apply_chat_template=True
+    )
     return [sum(side._encode_pair(*r.arguments), []) for r in requests]
 
 
 def episode_of_first_rows(queries: int = 3) -> Episode:
     train, test = _rows("train"), _rows("test")[:queries]
-    return Episode(task="chat_sentiment", family="text_classification", task_id=0,
-                   demo_x=[TEMPLATE.format(text=r["text"]) for r in train],
-                   demo_y=np.array([r["label"] for r in train]),
-                   query_x=[TEMPLATE.format(text=r["text"]) for r in test],
-                   query_y=np.array([r["label"] for r in test]), num_classes=2, label_words=WORDS)
+    return Episode(
+        task="chat_sentiment",
+        family="text_classification",
+        task_id=0,
+        demo_x=[TEMPLATE.format(text=r["text"]) for r in train],
+        demo_y=np.array([r["label"] for r in train]),
+        query_x=[TEMPLATE.format(text=r["text"]) for r in test],
+        query_y=np.array([r["label"] for r in test]),
+        num_classes=2,
+        label_words=WORDS,
+    )
 
 
 def hf_icl_tokens(rendered, k, q):
@@ -108,8 +122,9 @@ def check_equal_to_lm_eval(task, tokenizer, multiturn, system):
     docs = list(task.eval_docs)
     for k in SHOTS:
         for q in range(episode.num_queries):
-            assert hf_icl_tokens(rendered, k, q) == lm_eval_tokens(task, tokenizer, docs[q], k,
-                                                                   multiturn, system), (k, q)
+            assert hf_icl_tokens(rendered, k, q) == lm_eval_tokens(
+                task, tokenizer, docs[q], k, multiturn, system
+            ), (k, q)
 
 
 @pytest.mark.parametrize("multiturn", [True, False])
@@ -128,9 +143,13 @@ def test_chat_prompt_text_is_the_templates_own(tokenizer):
     episode = episode_of_first_rows(1)
     rendered = TextRenderer(tokenizer, RenderOptions(chat_template=True)).render_episode(episode)
     text = tokenizer.decode(rendered.prefix_ids[: rendered.boundaries[1]] + rendered.query_ids[0])
-    assert text.endswith("<|im_start|>user\n" + episode.query_x[0] + "<|im_end|>\n<|im_start|>assistant\n")
-    assert "<|im_start|>assistant\nnegative<|im_end|>" in text or \
-        "<|im_start|>assistant\npositive<|im_end|>" in text
+    assert text.endswith(
+        "<|im_start|>user\n" + episode.query_x[0] + "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert (
+        "<|im_start|>assistant\nnegative<|im_end|>" in text
+        or "<|im_start|>assistant\npositive<|im_end|>" in text
+    )
     assert [tokenizer.decode(c) for c in rendered.candidates] == ["negative", "positive"]
 
 
@@ -140,15 +159,19 @@ def test_model_without_chat_template_is_refused(tokenizer):
     plain = copy.copy(tokenizer)
     plain.chat_template = None
     with pytest.raises(HfIclError, match="has no chat template"):
-        TextRenderer(plain, RenderOptions(chat_template=True)).render_episode(episode_of_first_rows(1))
+        TextRenderer(plain, RenderOptions(chat_template=True)).render_episode(
+            episode_of_first_rows(1)
+        )
 
 
 def test_label_word_merging_with_the_assistant_prefix_is_refused(tokenizer):
     import copy
 
     colon = copy.copy(tokenizer)  # a template whose generation prompt ends in ":"
-    colon.chat_template = ("{% for m in messages %}{{ m['role'] }}:\n{{ m['content'] }}\n"
-                           "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+    colon.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}:\n{{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+    )
     episode = episode_of_first_rows(1)
     episode.label_words = [" :)", " :("]  # ":" + ":)" is one token
     with pytest.raises(HfIclError, match="assistant prefix"):
@@ -179,8 +202,9 @@ def test_chat_kv_reuse_equals_per_prompt_scoring(tiny_llama, tiny_gemma3):
     for model, tok in (tiny_llama, tiny_gemma3):
         for multiturn in (True, False):
             options = RenderOptions(chat_template=True, multiturn=multiturn, system=SYSTEM)
-            full_prompt_scores(model, TextRenderer(tok, options), episode_of_first_rows(3),
-                               [0, 2, 5])
+            full_prompt_scores(
+                model, TextRenderer(tok, options), episode_of_first_rows(3), [0, 2, 5]
+            )
 
 
 def test_chat_sequence_reads_each_label_at_its_assistant_turn(tokenizer):
@@ -193,7 +217,10 @@ def test_chat_sequence_reads_each_label_at_its_assistant_turn(tokenizer):
         assert seq.ids[p + 1] == seq.candidates[c][0]
         # the context of label i is the chat prompt after i demonstrations with demo i as query
         assert tokenizer.decode(seq.ids[: p + 1]).endswith(
-            episode.demo_x[i] + "<|im_end|>\n<|im_start|>assistant\n")
+            episode.demo_x[i] + "<|im_end|>\n<|im_start|>assistant\n"
+        )
         assert seq.ids[: rendered.boundaries[i]] == rendered.prefix_ids[: rendered.boundaries[i]]
     with pytest.raises(HfIclError, match="multiturn: true"):
-        TextRenderer(tokenizer, RenderOptions(chat_template=True, multiturn=False)).render_sequence(episode)
+        TextRenderer(tokenizer, RenderOptions(chat_template=True, multiturn=False)).render_sequence(
+            episode
+        )

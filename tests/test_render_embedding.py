@@ -44,7 +44,7 @@ def test_regression_read_in_interleaves_inputs_and_targets():
     weight, bias = read_in.linear.weight, read_in.linear.bias
     x, y = torch.tensor(episodes[1].demo_x[2], dtype=torch.float32), float(episodes[1].demo_y[2])
     torch.testing.assert_close(embeds[1, 4], weight[:, :3] @ x + bias)  # [x, 0]
-    torch.testing.assert_close(embeds[1, 5], weight[:, 3] * y + bias)   # [0, ..., 0, y]
+    torch.testing.assert_close(embeds[1, 5], weight[:, 3] * y + bias)  # [0, ..., 0, y]
     assert batch.cols.tolist() == [0, 2, 4, 6, 8] * 2 and batch.candidates is None
     torch.testing.assert_close(batch.targets[7], torch.tensor(y))
 
@@ -63,8 +63,11 @@ def test_class_labels_enter_as_label_token_embeddings():
 
 
 def test_prediction_at_an_example_does_not_see_its_own_label():
-    model = ICLModel(build_small_model(SmallModelConfig(layers=1, hidden=16, heads=2)),
-                     ReadIn(3, 16, regression=True), nn.Linear(16, 1)).eval()
+    model = ICLModel(
+        build_small_model(SmallModelConfig(layers=1, hidden=16, heads=2)),
+        ReadIn(3, 16, regression=True),
+        nn.Linear(16, 1),
+    ).eval()
     x, y = torch.randn(1, 4, 3), torch.randn(1, 4)
     rows, cols = torch.zeros(4, dtype=torch.long), torch.tensor([0, 2, 4, 6])
     changed = y.clone()
@@ -75,27 +78,49 @@ def test_prediction_at_an_example_does_not_see_its_own_label():
     assert torch.equal(before[:2], after[:2]) and not torch.equal(before[2:], after[2:])
 
 
-@pytest.mark.parametrize("learner", [
-    {"small_model": {"layers": 2, "hidden": 32, "heads": 2}, "tasks": [REGRESSION]},
-    {"small_model": {"architecture": "looped", "layers": 1, "hidden": 32, "heads": 2, "loops": 3,
-                     "loss_loops": 2}, "tasks": [GMM]},
-    {"model": "tiny-random-llama", "tasks": [GMM], "train": {"finetune": "read_in"}},
-])
+@pytest.mark.parametrize(
+    "learner",
+    [
+        {"small_model": {"layers": 2, "hidden": 32, "heads": 2}, "tasks": [REGRESSION]},
+        {
+            "small_model": {
+                "architecture": "looped",
+                "layers": 1,
+                "hidden": 32,
+                "heads": 2,
+                "loops": 3,
+                "loss_loops": 2,
+            },
+            "tasks": [GMM],
+        },
+        {"model": "tiny-random-llama", "tasks": [GMM], "train": {"finetune": "read_in"}},
+    ],
+)
 def test_trained_model_saved_and_reloaded_predicts_identically(tmp_path, learner):
-    train = {"steps": 4, "batch_size": 4, "num_examples": 6, "lr": 0.01, "eval_episodes": 2,
-             "checkpoint_every": 4, **learner.get("train", {})}
+    train = {
+        "steps": 4,
+        "batch_size": 4,
+        "num_examples": 6,
+        "lr": 0.01,
+        "eval_episodes": 2,
+        "checkpoint_every": 4,
+        **learner.get("train", {}),
+    }
     data = {"job": "train", **learner, "train": train}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     assert main(["train", str(tmp_path / "cfg.yaml"), "--out", str(out), "--quiet"]) == 0
     trained, _, tasks = build_learner(from_dict(TrainConfig, data))
-    trained.load_state_dict(load_file(str(out / "checkpoints/step-4/model.safetensors")),
-                            strict=False)  # the checkpoint holds every trainable tensor
+    trained.load_state_dict(
+        load_file(str(out / "checkpoints/step-4/model.safetensors")), strict=False
+    )  # the checkpoint holds every trainable tensor
     reloaded, _ = load_trained(out / "model")
     batch = tasks[0].render(tasks[0].eval_episodes("test", 3, 6), False)
     with torch.no_grad():
         expected = trained.eval()(batch.rows, batch.cols, **batch.inputs)
         got = reloaded(batch.rows, batch.cols, **batch.inputs)
     assert torch.equal(expected, got)
-    assert not torch.equal(trained.read_in.linear.weight,
-                           build_learner(from_dict(TrainConfig, data))[0].read_in.linear.weight)
+    assert not torch.equal(
+        trained.read_in.linear.weight,
+        build_learner(from_dict(TrainConfig, data))[0].read_in.linear.weight,
+    )

@@ -30,13 +30,25 @@ def test_prefix_boundaries_match_whole_prompt_tokenization(tokenizer):
 def test_label_tokens_decode_to_the_label_words(tokenizer):
     _, sampler = load_task("topic")
     r = TextRenderer(tokenizer).render_episode(sampler.episode(0, 2, 2))
-    assert [_decode(tokenizer, c) for c in r.candidates] == [" world", " sports", " business", " science"]
+    assert [_decode(tokenizer, c) for c in r.candidates] == [
+        " world",
+        " sports",
+        " business",
+        " science",
+    ]
 
 
 def test_numeric_episode_renders_integers_and_letter_labels(tokenizer):
-    ep = Episode(task="t", family="projected", task_id=0,
-                 demo_x=np.array([[0.14, -1.26], [2.0, 0.0]]), demo_y=np.array([1, 0]),
-                 query_x=np.array([[0.5, 0.5]]), query_y=np.array([1]), num_classes=2)
+    ep = Episode(
+        task="t",
+        family="projected",
+        task_id=0,
+        demo_x=np.array([[0.14, -1.26], [2.0, 0.0]]),
+        demo_y=np.array([1, 0]),
+        query_x=np.array([[0.5, 0.5]]),
+        query_y=np.array([1]),
+        num_classes=2,
+    )
     renderer = TextRenderer(tokenizer, RenderOptions(precision=1))
     assert renderer.demo_texts(ep) == ["Input: 1 -13\nOutput: B", "Input: 20 0\nOutput: A"]
     seq = renderer.render_sequence(ep)
@@ -46,9 +58,16 @@ def test_numeric_episode_renders_integers_and_letter_labels(tokenizer):
 
 
 def test_regression_targets_use_single_token_digit_bins(tokenizer):
-    ep = Episode(task="t", family="regression", task_id=0, demo_x=np.zeros((3, 2)),
-                 demo_y=np.array([-2.9, 0.1, 2.99]), query_x=np.zeros((1, 2)),
-                 query_y=np.array([0.0]), num_classes=None)
+    ep = Episode(
+        task="t",
+        family="regression",
+        task_id=0,
+        demo_x=np.zeros((3, 2)),
+        demo_y=np.array([-2.9, 0.1, 2.99]),
+        query_x=np.zeros((1, 2)),
+        query_y=np.array([0.0]),
+        num_classes=None,
+    )
     renderer = TextRenderer(tokenizer)
     r = renderer.render_episode(ep)
     assert all(len(c) == 1 for c in r.candidates)  # the shared space token moved to the query
@@ -58,9 +77,17 @@ def test_regression_targets_use_single_token_digit_bins(tokenizer):
 
 
 def test_multi_token_labels_are_supported_and_indistinct_ones_rejected(tokenizer):
-    ep = Episode(task="t", family="text_classification", task_id=0, demo_x=["a:", "b:"],
-                 demo_y=np.array([0, 1]), query_x=["c:"], query_y=np.array([0]), num_classes=2,
-                 label_words=[" extraordinarily", " unremarkable"])
+    ep = Episode(
+        task="t",
+        family="text_classification",
+        task_id=0,
+        demo_x=["a:", "b:"],
+        demo_y=np.array([0, 1]),
+        query_x=["c:"],
+        query_y=np.array([0]),
+        num_classes=2,
+        label_words=[" extraordinarily", " unremarkable"],
+    )
     r = TextRenderer(tokenizer).render_episode(ep)
     assert any(len(c) > 1 for c in r.candidates)
     assert [_decode(tokenizer, c) for c in r.candidates] == [" extraordinarily", " unremarkable"]

@@ -11,14 +11,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_ships_builtin_tasks_and_configs(tmp_path):
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
-                           capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr
     [wheel] = (tmp_path / "dist").glob("hf_icl-*.whl")
     site = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                              "--target", str(site), str(wheel)], capture_output=True, text=True)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr
     probe = (
         "import hf_icl, sys\n"
@@ -31,8 +57,13 @@ def test_wheel_ships_builtin_tasks_and_configs(tmp_path):
         "print(len(ep.demo_x), find_config('quickstart'))\n"
         "print(builtin_dir('accelerate_configs') / 'ddp_2proc.yaml')\n"
     )
-    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
-                         text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr
     tasks_dir, line, ddp = run.stdout.strip().splitlines()
     assert tasks_dir.startswith(str(site)) and tasks_dir.endswith("hf_icl/_builtin/tasks")

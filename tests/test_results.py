@@ -57,7 +57,9 @@ def test_lock_refuses_live_owner_and_takes_over_stale_lock(tmp_path):
     assert not folder.file(".lock").exists()
     import socket
 
-    folder.file(".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    folder.file(".lock").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()})
+    )
     with pytest.warns(UserWarning, match="taking over a stale lock"):
         with folder.lock():
             pass

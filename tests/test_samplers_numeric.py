@@ -36,8 +36,9 @@ def digits() -> np.ndarray:
 
 def projection_of(episode) -> np.ndarray:
     meta = episode.meta
-    return projection_matrix(meta["projection_seed"], meta["projection_shape"],
-                             meta["projection_std"])
+    return projection_matrix(
+        meta["projection_seed"], meta["projection_shape"], meta["projection_std"]
+    )
 
 
 # --- projected -----------------------------------------------------------------------------
@@ -119,8 +120,10 @@ def test_bias_of_single_episodes_is_deterministic_with_the_right_rate():
     assert abs(np.mean(flags) - 0.3) < 0.07
 
 
-@pytest.mark.parametrize(("name", "shape"), [("digits", (1797, 64)), ("iris", (150, 4)),
-                                             ("wine", (178, 13)), ("breast_cancer", (569, 30))])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("digits", (1797, 64)), ("iris", (150, 4)), ("wine", (178, 13)), ("breast_cancer", (569, 30))],
+)
 def test_datasets_are_flattened_and_z_normalised(name, shape):
     data = load_labelled_arrays(f"sklearn:{name}")
     assert data.x.shape == shape and len(data.y) == shape[0]
@@ -145,8 +148,9 @@ def test_too_many_examples_and_max_demos():
     sampler = projected(classes=[0, 1])  # 178 + 182 digits
     assert sampler.max_demos() == 360 and sampler.max_demos(10) == 350
     assert sampler.episode(0, 350, 10).num_demos == 350
-    with pytest.raises(HfIclError, match="361 demos \\+ queries requested but sklearn:digits "
-                                         "holds 360 examples"):
+    with pytest.raises(
+        HfIclError, match="361 demos \\+ queries requested but sklearn:digits holds 360 examples"
+    ):
         sampler.episode(0, 351, 10)
 
 
@@ -168,7 +172,8 @@ def test_saved_folder_with_integer_labels(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 2, 3))
     datasets.Dataset.from_dict({"pixels": x, "label": np.repeat([5, 7], 20)}).save_to_disk(
-        str(tmp_path / "toy"))
+        str(tmp_path / "toy")
+    )
     sampler = projected(dataset="toy", base_dir=str(tmp_path), proj_dim=2)
     assert sampler.num_classes == 2 and sampler.in_dim == 6
     ep = sampler.episode(0, 10, 4)
@@ -182,14 +187,17 @@ def test_saved_image_dataset_dict_uses_its_splits(tmp_path):
 
     def images(count: int) -> datasets.Dataset:
         pixels = rng.integers(0, 256, size=(count, 5, 5), dtype=np.uint8)
-        features = datasets.Features({"img": datasets.Image(),
-                                      "label": datasets.ClassLabel(names=["a", "b", "c"])})
+        features = datasets.Features(
+            {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])}
+        )
         return datasets.Dataset.from_dict(
             {"img": [Image.fromarray(p) for p in pixels], "label": np.arange(count) % 3},
-            features=features)
+            features=features,
+        )
 
     datasets.DatasetDict({"train": images(30), "test": images(12)}).save_to_disk(
-        str(tmp_path / "imgs"))
+        str(tmp_path / "imgs")
+    )
     sampler = projected(dataset=str(tmp_path / "imgs"), classes=[2, 0], test_dataset_split="test")
     assert sampler.in_dim == 25 and sampler.num_classes == 2
     assert sampler.max_demos() == 8  # classes 2 and 0 of the 12 test images
@@ -205,22 +213,28 @@ def test_bad_label_column_and_features_give_clear_errors(tmp_path):
         projected(label_column="target")
     x = np.arange(18.0).reshape(6, 3)
     datasets.Dataset.from_dict({"a": x, "b": x, "label": ["u", "v"] * 3}).save_to_disk(
-        str(tmp_path / "two"))
+        str(tmp_path / "two")
+    )
     with pytest.raises(HfIclError, match=r"several input columns \(a, b\); set feature_column"):
         projected(dataset=str(tmp_path / "two"))
-    with pytest.raises(HfIclError, match="label column 'label' has type .*string.*; expected "
-                                         "integer labels or ClassLabel"):
+    with pytest.raises(
+        HfIclError,
+        match="label column 'label' has type .*string.*; expected integer labels or ClassLabel",
+    ):
         projected(dataset=str(tmp_path / "two"), feature_column="a")
     datasets.Dataset.from_dict({"words": [["a", "b"]] * 4, "label": [0, 1] * 2}).save_to_disk(
-        str(tmp_path / "words"))
+        str(tmp_path / "words")
+    )
     with pytest.raises(HfIclError, match="column 'words' is not numeric"):
         projected(dataset=str(tmp_path / "words"))
     x[4, 1] = np.nan
     datasets.Dataset.from_dict({"x": x, "label": [0, 1] * 3}).save_to_disk(str(tmp_path / "nan"))
     with pytest.raises(HfIclError, match="NaN or infinite values in 1 rows \\(first: row 4\\)"):
         projected(dataset=str(tmp_path / "nan"))
-    with pytest.raises(ConfigError, match="dataset: unknown dataset 'sklearn:digit' \\(did you "
-                                          "mean 'sklearn:digits'\\?\\)"):
+    with pytest.raises(
+        ConfigError,
+        match="dataset: unknown dataset 'sklearn:digit' \\(did you mean 'sklearn:digits'\\?\\)",
+    ):
         projected(dataset="sklearn:digit")
 
 
@@ -233,17 +247,18 @@ def test_a_pool_of_2_to_the_20_tasks_is_never_materialised():
     elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert 0 <= ep.task_id < 2 ** 20
+    assert 0 <= ep.task_id < 2**20
     assert elapsed < 1.0
-    assert peak < 4 * 2 ** 20  # one 4x64 projection per task would already need 2 GiB
+    assert peak < 4 * 2**20  # one 4x64 projection per task would already need 2 GiB
 
 
 # --- gaussian_mixture ----------------------------------------------------------------------
 
 
 def test_gmm_means_lie_in_the_shared_subspace_with_norm_signal():
-    sampler = make("gaussian_mixture", dim=12, subspace_dim=3, signal=2.5, num_tasks=5,
-                   test_signal=1.5)
+    sampler = make(
+        "gaussian_mixture", dim=12, subspace_dim=3, signal=2.5, num_tasks=5, test_signal=1.5
+    )
     basis = sampler.episode(0, 2, 2).meta["U"]
     np.testing.assert_allclose(basis.T @ basis, np.eye(3), atol=1e-12)
     means: dict[int, np.ndarray] = {}
@@ -340,7 +355,7 @@ def walk_tree(coords: np.ndarray, leaves: np.ndarray, x: np.ndarray) -> tuple[fl
 def test_decision_tree_has_the_requested_depth(depth):
     ep = regression(function="decision_tree", dim=8, depth=depth).episode(1, 300, 0)
     coords, leaves = ep.meta["tree_coords"], ep.meta["leaf_values"]
-    assert len(coords) == 2 ** depth - 1 and len(leaves) == 2 ** depth
+    assert len(coords) == 2**depth - 1 and len(leaves) == 2**depth
     walked = [walk_tree(coords, leaves, x) for x in ep.demo_x]
     assert {splits for _, splits in walked} == {depth}
     np.testing.assert_array_equal(ep.demo_y, [value for value, _ in walked])
@@ -357,7 +372,7 @@ def test_error_scale_is_the_mean_squared_target(function):
     """Garg's normalisation: predicting 0 scores ≈ 1 (d, sparsity, d and 1 here)."""
     sampler = regression(function=function, dim=10)
     episodes = [sampler.episode(i, 5, 0) for i in range(600)]
-    mean_square = np.mean([ep.demo_y ** 2 for ep in episodes])
+    mean_square = np.mean([ep.demo_y**2 for ep in episodes])
     assert mean_square / episodes[0].meta["error_scale"] == pytest.approx(1.0, abs=0.12)
 
 
@@ -368,8 +383,9 @@ def test_skewed_and_explicit_covariance_eigenvalues():
     x = sampler.episode(0, 20000, 0).demo_x
     np.testing.assert_allclose(x.var(axis=0), sampler.eigenvalues, rtol=0.05)
     explicit = regression(dim=3, covariance=[4, 1, 0.25])
-    np.testing.assert_array_equal(explicit.episode(0, 1, 1).meta["input_cov"],
-                                  np.diag([4.0, 1.0, 0.25]))
+    np.testing.assert_array_equal(
+        explicit.episode(0, 1, 1).meta["input_cov"], np.diag([4.0, 1.0, 0.25])
+    )
     with pytest.raises(ConfigError, match=r"covariance: \[4.0, 1.0\] must list 3 \(= dim\)"):
         regression(dim=3, covariance=[4, 1])
 
@@ -385,8 +401,14 @@ def test_inverse_covariance_prior():
 
 def test_curriculum_schedule_and_active_dims():
     curriculum = Curriculum()
-    assert [curriculum.at(s) for s in (0, 1999, 2000, 4000, 30_000, 10 ** 6)] == [
-        (5, 11), (5, 11), (6, 13), (7, 15), (20, 41), (20, 41)]
+    assert [curriculum.at(s) for s in (0, 1999, 2000, 4000, 30_000, 10**6)] == [
+        (5, 11),
+        (5, 11),
+        (6, 13),
+        (7, 15),
+        (20, 41),
+        (20, 41),
+    ]
     sampler = regression(function="sparse_linear", dim=20, curriculum={"interval": 100})
     assert sampler.curriculum_at(250) == (7, 15)
     assert regression(dim=20).curriculum_at(250) == (20, None)
@@ -405,7 +427,9 @@ def test_curriculum_schedule_and_active_dims():
 
 def test_curriculum_arguments_leave_the_sampler_unchanged():
     """An episode is a pure function of (params, split, index, curriculum arguments)."""
-    sampler = regression(function="sparse_linear", dim=8, curriculum={"dims_start": 3, "dims_end": 8})
+    sampler = regression(
+        function="sparse_linear", dim=8, curriculum={"dims_start": 3, "dims_end": 8}
+    )
     before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(sampler).items()}
     full = sampler.episode(4, 6, 2, "train")
     staged = sampler.episodes(4, 3, 6, 2, "train", active_dims=3)
@@ -426,8 +450,9 @@ def test_curriculum_arguments_leave_the_sampler_unchanged():
 
 
 def test_regression_config_errors():
-    with pytest.raises(ConfigError, match="function: invalid value 'lineer' \\(did you mean "
-                                          "'linear'\\?\\)"):
+    with pytest.raises(
+        ConfigError, match="function: invalid value 'lineer' \\(did you mean 'linear'\\?\\)"
+    ):
         regression(function="lineer")
     with pytest.raises(ConfigError, match="num_tasks \\(4\\) and log2_num_tasks \\(2\\) are both"):
         regression(num_tasks=4, log2_num_tasks=2)
@@ -452,11 +477,19 @@ def test_synthetic_episodes_are_pure_and_pools_are_finite(family):
 
 
 def test_every_shipped_numeric_task_yields_episodes():
-    numeric = [name for name in builtin_names("tasks")
-               if load_task_def(name).family in NUMERIC_FAMILIES]
-    assert {"digits_projected", "iris_projected", "gmm", "linear_regression",
-            "noisy_linear_regression", "sparse_linear_regression", "relu_net_regression",
-            "decision_tree_regression"} <= set(numeric)
+    numeric = [
+        name for name in builtin_names("tasks") if load_task_def(name).family in NUMERIC_FAMILIES
+    ]
+    assert {
+        "digits_projected",
+        "iris_projected",
+        "gmm",
+        "linear_regression",
+        "noisy_linear_regression",
+        "sparse_linear_regression",
+        "relu_net_regression",
+        "decision_tree_regression",
+    } <= set(numeric)
     for name in numeric:
         task, sampler = load_task(name)
         assert task.description and task.citation and task.render["renderer"] == "text"

@@ -36,7 +36,9 @@ def test_bad_text_tasks_give_one_line_errors(text_task_dir):
         load_task({"name": path, "label_words": [" a", " a"]})
     with pytest.raises(ConfigError, match=r"label_words: empty label word"):
         load_task({"name": path, "label_words": [" a", " "]})
-    with pytest.raises(HfIclError, match=r"12 demonstrations requested|100 demonstrations requested"):
+    with pytest.raises(
+        HfIclError, match=r"12 demonstrations requested|100 demonstrations requested"
+    ):
         load_task(path)[1].episode(0, 100, 1)
     with pytest.raises(HfIclError, match=r"no label column 'lbl'; columns: text, label"):
         load_task({"name": path, "label_column": "lbl"})[1].episode(0, 2, 2)
@@ -46,11 +48,17 @@ def test_bad_text_tasks_give_one_line_errors(text_task_dir):
 
 def test_numbers_are_valid_text_fields_and_rows_are_checked_on_load(text_task_dir):
     (text_task_dir / "train.jsonl").write_text(
-        "".join(f'{{"text": {n}, "label": {n % 2}}}\n' for n in range(6)))
+        "".join(f'{{"text": {n}, "label": {n % 2}}}\n' for n in range(6))
+    )
     _, sampler = load_task(str(text_task_dir / "mini.yaml"))
     episode = sampler.episode(0, 4, 2, "train")
     assert set(episode.demo_x + episode.query_x) <= {f"Review: {n}\nSentiment:" for n in range(6)}
-    (text_task_dir / "test.jsonl").write_text('{"text": "ok", "label": 0}\n{"text": {}, "label": 1}\n')
-    with pytest.raises(HfIclError, match=r"test.jsonl:2: field 'text' must be text or a number, "
-                       r"got dict \{\}$"):
+    (text_task_dir / "test.jsonl").write_text(
+        '{"text": "ok", "label": 0}\n{"text": {}, "label": 1}\n'
+    )
+    with pytest.raises(
+        HfIclError,
+        match=r"test.jsonl:2: field 'text' must be text or a number, "
+        r"got dict \{\}$",
+    ):
         load_task(str(text_task_dir / "mini.yaml"))[1].episode(0, 2, 1)

@@ -14,7 +14,9 @@ SHOTS = [0, 1, 3, 6]
 def naive_scores(model, tok, renderer, episode, k, q, candidates, length_normalise=False):
     """Score one full prompt from scratch: the reference the fast path must equal."""
     demos = renderer.demo_texts(episode)[:k]
-    text = "".join(d + renderer.options.delimiter for d in demos) + renderer.format_x(episode.query_x[q])
+    text = "".join(d + renderer.options.delimiter for d in demos) + renderer.format_x(
+        episode.query_x[q]
+    )
     ids = tok(text).input_ids
     out = []
     for cand in candidates:
@@ -28,12 +30,25 @@ def naive_scores(model, tok, renderer, episode, k, q, candidates, length_normali
 def check_against_naive(model, tok, episode, options=None, tol=1e-4, pack_tokens=64, shots=SHOTS):
     renderer = TextRenderer(tok, options)
     rendered = renderer.render_episode(episode)
-    fast = score_queries(model, rendered, shots, pack_tokens=pack_tokens,
-                         length_normalise=renderer.options.length_normalise)
+    fast = score_queries(
+        model,
+        rendered,
+        shots,
+        pack_tokens=pack_tokens,
+        length_normalise=renderer.options.length_normalise,
+    )
     for k in shots:
         for q in range(episode.num_queries):
-            ref = naive_scores(model, tok, renderer, episode, k, q, rendered.candidates,
-                               renderer.options.length_normalise)
+            ref = naive_scores(
+                model,
+                tok,
+                renderer,
+                episode,
+                k,
+                q,
+                rendered.candidates,
+                renderer.options.length_normalise,
+            )
             assert np.abs(fast[k][q] - ref).max() <= tol, (k, q)
     return fast
 
@@ -67,8 +82,17 @@ def test_calibration_subtracts_content_free_log_probs(tiny_llama):
     rendered = TextRenderer(tok).render_episode(episode)
     plain = score_queries(model, rendered, [0, 2])
     calibrated = score_queries(model, rendered, [0, 2], calibrate=True)
-    cf = score_queries(model, rendered.__class__(**{**rendered.__dict__, "query_ids": [rendered.content_free_ids[0]],
-                                                    "query_ids_alone": [rendered.content_free_ids[1]]}), [0, 2])
+    cf = score_queries(
+        model,
+        rendered.__class__(
+            **{
+                **rendered.__dict__,
+                "query_ids": [rendered.content_free_ids[0]],
+                "query_ids_alone": [rendered.content_free_ids[1]],
+            }
+        ),
+        [0, 2],
+    )
     for k in (0, 2):
         log_p_cf = cf[k][0] - np.logaddexp.reduce(cf[k][0])
         assert np.allclose(calibrated[k], plain[k] - log_p_cf, atol=1e-5)
@@ -76,10 +100,16 @@ def test_calibration_subtracts_content_free_log_probs(tiny_llama):
 
 def test_sequential_scores_equal_per_position_prompts(tiny_llama):
     model, tok = tiny_llama
-    ep = Episode(task="t", family="projected", task_id=0,
-                 demo_x=np.random.default_rng(0).normal(size=(5, 3)),
-                 demo_y=np.array([0, 1, 1, 0, 1]), query_x=np.zeros((0, 3)),
-                 query_y=np.zeros(0, dtype=np.int64), num_classes=2)
+    ep = Episode(
+        task="t",
+        family="projected",
+        task_id=0,
+        demo_x=np.random.default_rng(0).normal(size=(5, 3)),
+        demo_y=np.array([0, 1, 1, 0, 1]),
+        query_x=np.zeros((0, 3)),
+        query_y=np.zeros(0, dtype=np.int64),
+        num_classes=2,
+    )
     renderer = TextRenderer(tok)
     seq = renderer.render_sequence(ep)
     [scores] = score_sequences(model, [seq, seq][:1])

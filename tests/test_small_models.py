@@ -21,8 +21,11 @@ def test_default_small_model_is_llama_4_layers_hidden_128_4_heads():
 
 
 def looped(loops: int = 5, loss_loops: int = 2) -> LoopedLlamaForCausalLM:
-    return build_small_model(SmallModelConfig(architecture="looped", layers=1, hidden=32, heads=2,
-                                              loops=loops, loss_loops=loss_loops))
+    return build_small_model(
+        SmallModelConfig(
+            architecture="looped", layers=1, hidden=32, heads=2, loops=loops, loss_loops=loss_loops
+        )
+    )
 
 
 def test_looped_model_applies_one_block_with_input_injection():
@@ -43,7 +46,8 @@ def test_looped_training_reads_last_loops_and_earlier_loops_have_no_grad():
     model = looped(loops=5, loss_loops=2).train()
     grad_modes = []
     model.model.layers[0].register_forward_hook(
-        lambda *_: grad_modes.append(torch.is_grad_enabled()))
+        lambda *_: grad_modes.append(torch.is_grad_enabled())
+    )
     out = model.model(inputs_embeds=torch.randn(1, 4, 32))
     assert grad_modes == [False, False, False, True, True]
     assert len(out.loop_states) == 2 and out.last_hidden_state is out.loop_states[-1]
@@ -58,15 +62,20 @@ def test_looped_model_saves_and_reloads_through_auto_classes(tmp_path):
     assert type(reloaded) is LoopedLlamaForCausalLM and reloaded.config.loss_loops == 2
     embeds = torch.randn(1, 6, 32)
     with torch.no_grad():
-        assert torch.equal(model.model(inputs_embeds=embeds).last_hidden_state,
-                           reloaded.model(inputs_embeds=embeds).last_hidden_state)
+        assert torch.equal(
+            model.model(inputs_embeds=embeds).last_hidden_state,
+            reloaded.model(inputs_embeds=embeds).last_hidden_state,
+        )
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"hidden": 30, "heads": 4}, "multiple of heads"),
-    ({"architecture": "looped", "loops": 4, "loss_loops": 6}, "outside 1..loops"),
-    ({"architecture": "loopd"}, "did you mean 'looped'"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"hidden": 30, "heads": 4}, "multiple of heads"),
+        ({"architecture": "looped", "loops": 4, "loss_loops": 6}, "outside 1..loops"),
+        ({"architecture": "loopd"}, "did you mean 'looped'"),
+    ],
+)
 def test_small_model_config_errors(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(SmallModelConfig, data, source="cfg.yaml", prefix="small_model")
@@ -82,9 +91,12 @@ def test_momentum_from_initialisation_is_saved_and_restored(tmp_path):
     embeds = torch.randn(1, 6, 16)
     with torch.no_grad():
         with_momentum = model.model(inputs_embeds=embeds).last_hidden_state
-        assert not torch.allclose(with_momentum, plain.model(inputs_embeds=embeds).last_hidden_state)
+        assert not torch.allclose(
+            with_momentum, plain.model(inputs_embeds=embeds).last_hidden_state
+        )
     save_learner(ICLModel(model), tmp_path, None, {"kind": "small", "small_model": settings})
     loaded, _ = load_trained(tmp_path)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.lm.model(inputs_embeds=embeds).last_hidden_state,
-                                   with_momentum)
+        torch.testing.assert_close(
+            loaded.lm.model(inputs_embeds=embeds).last_hidden_state, with_momentum
+        )

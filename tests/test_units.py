@@ -13,12 +13,27 @@ def plan(ran: list[str]) -> UnitPlan:
         def run(units):
             for unit in units:
                 ran.append(unit.key)
-                yield [{"unit": unit.key, "model": label, "shots": k, "query": q,
-                        "value": unit.seed * 10 + unit.order + k} for k in (0, 2) for q in range(3)]
+                yield [
+                    {
+                        "unit": unit.key,
+                        "model": label,
+                        "shots": k,
+                        "query": q,
+                        "value": unit.seed * 10 + unit.order + k,
+                    }
+                    for k in (0, 2)
+                    for q in range(3)
+                ]
+
         return Learner(label, tasks, run, sharded)
 
-    return UnitPlan([learner("a", [0, 1]), learner("b", [1]), learner("baseline:c", [0], False)],
-                    ["t0", "t1"], num_seeds=2, demo_orders=2, rows_per_unit=6)
+    return UnitPlan(
+        [learner("a", [0, 1]), learner("b", [1]), learner("baseline:c", [0], False)],
+        ["t0", "t1"],
+        num_seeds=2,
+        demo_orders=2,
+        rows_per_unit=6,
+    )
 
 
 def folder_at(path) -> RunFolder:
@@ -53,8 +68,9 @@ def test_two_shards_write_the_same_samples_as_one_process(tmp_path):
     results: list = [None, None]
 
     def process(rank: int) -> None:
-        results[rank] = run_units(plan(ran[rank]), two, Shard(rank, 2, barrier.wait),
-                                  progress=False)
+        results[rank] = run_units(
+            plan(ran[rank]), two, Shard(rank, 2, barrier.wait), progress=False
+        )
 
     threads = [threading.Thread(target=process, args=(rank,)) for rank in (0, 1)]
     for t in threads:

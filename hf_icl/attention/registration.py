@@ -93,8 +93,6 @@ def _layer_momentum(module, state: _State, output, value, attention_mask, kwargs
     return result
 
 
-
-
 def _implementation_name(base: str) -> str:
     """Register (once) the wrapper of `base` with the mask format `base` expects."""
     if base not in _WRAPPABLE:

@@ -26,9 +26,7 @@ class MomentumConfig:
 
     eta: float = option(help="decay η in [0, 1): a value k positions back weighs η^k")
     layers: str | list[int] = option("all", help='"all" or a list of layer indices')
-    include_current: bool = option(
-        False, help="also add the query's own value (additive variant)"
-    )
+    include_current: bool = option(False, help="also add the query's own value (additive variant)")
     variant: Literal["additive", "recursive"] = option(
         "additive",
         help="additive: Attn_t + Σ η^(t−i) v_i; recursive: (1−η)·Attn_t + η·MoAttn_(t−1)",

@@ -59,10 +59,13 @@ class Batch:
         missing = next((ep for ep in self.episodes if key not in ep.meta), None)
         if missing is not None and default is None:
             have = ", ".join(sorted(missing.meta)) or "nothing"
-            raise HfIclError(f"baseline {baseline!r} needs episode meta {key!r}; task "
-                             f"{missing.task!r} provides: {have}")
-        return np.stack([np.asarray(ep.meta.get(key, default), dtype=np.float64)
-                         for ep in self.episodes])
+            raise HfIclError(
+                f"baseline {baseline!r} needs episode meta {key!r}; task "
+                f"{missing.task!r} provides: {have}"
+            )
+        return np.stack(
+            [np.asarray(ep.meta.get(key, default), dtype=np.float64) for ep in self.episodes]
+        )
 
 
 def is_numeric(x: Any) -> bool:
@@ -91,8 +94,9 @@ def group_batches(episodes: list[Episode], shots: int) -> list[tuple[list[int], 
     return [(idx, _stack([episodes[i] for i in idx], shots)) for idx in groups.values()]
 
 
-def for_each_episode(batch: Batch, fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray],
-                                                          np.ndarray]) -> np.ndarray:
+def for_each_episode(
+    batch: Batch, fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Run a per-episode learner (sklearn) over a batch: fit_predict(x, y, query_x) → (Q,)."""
     rows = zip(batch.x, batch.y, batch.query_x, strict=True)
     return np.stack([fit_predict(x, y, query_x) for x, y, query_x in rows])
@@ -125,14 +129,19 @@ class Baseline(ABC):
         """Name plus any non-default params, so one config can list a learner twice."""
         defaults = to_dict(self.Params())
         changed = {k: v for k, v in to_dict(self.params).items() if defaults.get(k) != v}
-        name = self.name + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})"
-                            if changed else "")
+        name = self.name + (
+            f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else ""
+        )
         return f"{name} (oracle)" if self.uses_meta else name
 
     def describe(self) -> dict[str, Any]:
         """Name, kind and params for results files."""
-        return {"name": self.name, "task_kind": self.task_kind, "uses_meta": self.uses_meta,
-                "params": to_dict(self.params)}
+        return {
+            "name": self.name,
+            "task_kind": self.task_kind,
+            "uses_meta": self.uses_meta,
+            "params": to_dict(self.params),
+        }
 
     def tune(self, episodes: list[Episode]) -> None:  # noqa: B027 (optional hook)
         """Choose hyperparameters on held-out (meta-train) episodes; most learners have none."""
@@ -176,11 +185,14 @@ class Baseline(ABC):
             kind: TaskKind = "regression" if ep.is_regression else "classification"
             check_task(self.name, self.task_kind, ep.task, kind)
             if shots > ep.num_demos:
-                raise HfIclError(f"baseline {self.name!r}: shots={shots} but an episode of task "
-                                 f"{ep.task!r} has only {ep.num_demos} demonstrations")
+                raise HfIclError(
+                    f"baseline {self.name!r}: shots={shots} but an episode of task "
+                    f"{ep.task!r} has only {ep.num_demos} demonstrations"
+                )
             if self.reads_x and not is_numeric(ep.demo_x):
-                raise HfIclError(f"baseline {self.name!r} needs numeric inputs; task "
-                                 f"{ep.task!r} has text inputs")
+                raise HfIclError(
+                    f"baseline {self.name!r} needs numeric inputs; task {ep.task!r} has text inputs"
+                )
 
 
 BASELINES: Registry[type[Baseline]] = Registry("baseline")
@@ -196,8 +208,9 @@ def check_task(name: str, baseline_kind: BaselineKind, task: str, task_kind: Tas
         raise HfIclError(f"baseline {name!r} is for {baseline_kind}; task {task!r} is {task_kind}")
 
 
-def make_baseline(name: str, *, task: str | None = None, task_kind: TaskKind | None = None,
-                  **params: Any) -> Baseline:
+def make_baseline(
+    name: str, *, task: str | None = None, task_kind: TaskKind | None = None, **params: Any
+) -> Baseline:
     """Build a baseline from its name and params (validated like config keys); given the task's
     name and kind, also check that the baseline applies to it."""
     cls = BASELINES.get(name)
@@ -225,19 +238,29 @@ class BatchedMLP:
         gen = torch.Generator().manual_seed(seed)
 
         def uniform(*shape: int, fan_in: int) -> torch.Tensor:  # nn.Linear's initialisation
-            w = (torch.rand(*shape, generator=gen) * 2 - 1) / fan_in ** 0.5
+            w = (torch.rand(*shape, generator=gen) * 2 - 1) / fan_in**0.5
             return w.expand(batch_size, *shape).clone().requires_grad_(True)
 
-        self.weights = [uniform(in_dim, hidden, fan_in=in_dim), uniform(1, hidden, fan_in=in_dim),
-                        uniform(hidden, out_dim, fan_in=hidden), uniform(1, out_dim, fan_in=hidden)]
+        self.weights = [
+            uniform(in_dim, hidden, fan_in=in_dim),
+            uniform(1, hidden, fan_in=in_dim),
+            uniform(hidden, out_dim, fan_in=hidden),
+            uniform(1, out_dim, fan_in=hidden),
+        ]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         w1, b1, w2, b2 = self.weights
         return torch.relu(x @ w1 + b1) @ w2 + b2
 
-    def fit(self, x: np.ndarray, target: torch.Tensor,
-            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-            optimizer: Literal["adam", "sgd"], steps: int, lr: float) -> BatchedMLP:
+    def fit(
+        self,
+        x: np.ndarray,
+        target: torch.Tensor,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        optimizer: Literal["adam", "sgd"],
+        steps: int,
+        lr: float,
+    ) -> BatchedMLP:
         """``loss(outputs (B, k, out), target)`` → per-episode losses (B,), summed."""
         inputs = torch.from_numpy(x).float()
         opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD

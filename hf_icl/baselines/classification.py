@@ -31,13 +31,17 @@ def signed_labels(y: np.ndarray) -> np.ndarray:
 
 def nearest_neighbours(x: np.ndarray, query_x: np.ndarray, count: int) -> np.ndarray:
     """(B, Q, count) indices of each query's nearest demos (Euclidean; ties: earlier demo)."""
-    dist2 = ((query_x**2).sum(-1)[:, :, None] - 2 * query_x @ np.swapaxes(x, 1, 2)
-             + (x**2).sum(-1)[:, None, :])
+    dist2 = (
+        (query_x**2).sum(-1)[:, :, None]
+        - 2 * query_x @ np.swapaxes(x, 1, 2)
+        + (x**2).sum(-1)[:, None, :]
+    )
     return np.argsort(dist2, axis=-1, kind="stable")[..., :count]
 
 
-def class_mean_scores(x: np.ndarray, y: np.ndarray, query_x: np.ndarray, num_classes: int
-                      ) -> np.ndarray:
+def class_mean_scores(
+    x: np.ndarray, y: np.ndarray, query_x: np.ndarray, num_classes: int
+) -> np.ndarray:
     """(B, Q) MLE decision scores for binary tasks, (B, Q, C) for multi-class ones.
 
     Binary (symmetric mixture x = yμ + noise): μ̂ = (1/k) Σ y_i x_i, score μ̂·x. Multi-class:
@@ -77,16 +81,25 @@ class Logistic(Baseline):
     def predict_batch(self, batch: Batch, params: Params) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(_with_bias(batch.x))
         y = torch.from_numpy(batch.y)
-        weights = torch.zeros(x.shape[0], x.shape[2], batch.num_classes, dtype=torch.float64,
-                              requires_grad=True)
-        opt = torch.optim.LBFGS([weights], lr=1, max_iter=params.max_iter, tolerance_grad=1e-10,
-                                tolerance_change=1e-14, line_search_fn="strong_wolfe")
+        weights = torch.zeros(
+            x.shape[0], x.shape[2], batch.num_classes, dtype=torch.float64, requires_grad=True
+        )
+        opt = torch.optim.LBFGS(
+            [weights],
+            lr=1,
+            max_iter=params.max_iter,
+            tolerance_grad=1e-10,
+            tolerance_change=1e-14,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
             logits = x @ weights
-            loss = (F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-                    + 0.5 * params.l2_penalty * (weights**2).sum())
+            loss = (
+                F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+                + 0.5 * params.l2_penalty * (weights**2).sum()
+            )
             loss.backward()
             return loss
 
@@ -132,8 +145,9 @@ class KNN(Baseline):
         knn_neighbors: int = option(3, help="number of neighbours (fewer if fewer demos)")
 
     def predict_batch(self, batch: Batch, params: Params) -> tuple[np.ndarray, None]:
-        idx = nearest_neighbours(batch.x, batch.query_x, min(params.knn_neighbors,
-                                                             batch.x.shape[1]))
+        idx = nearest_neighbours(
+            batch.x, batch.query_x, min(params.knn_neighbors, batch.x.shape[1])
+        )
         labels = np.take_along_axis(batch.y[:, None, :], idx, axis=-1)  # (B, Q, neighbours)
         if batch.num_classes is None:
             return labels.mean(-1), None
@@ -164,8 +178,9 @@ class OracleSubspaceMLE(Baseline):
 
     def predict_batch(self, batch: Batch, params: Any) -> tuple[np.ndarray, None]:
         basis = batch.meta("U", self.name)
-        scores = class_mean_scores(batch.x @ basis, batch.y, batch.query_x @ basis,
-                                   batch.num_classes)
+        scores = class_mean_scores(
+            batch.x @ basis, batch.y, batch.query_x @ basis, batch.num_classes
+        )
         return decide(scores), None
 
 
@@ -184,8 +199,10 @@ class KnownMeanOracle(Baseline):
 
     def predict_batch(self, batch: Batch, params: Any) -> tuple[np.ndarray, np.ndarray]:
         if batch.num_classes != 2:
-            raise HfIclError(f"baseline {self.name!r} is for binary tasks; task {batch.task!r} "
-                             f"has {batch.num_classes} classes")
+            raise HfIclError(
+                f"baseline {self.name!r} is for binary tasks; task {batch.task!r} "
+                f"has {batch.num_classes} classes"
+            )
         scores = np.einsum("bqd,bd->bq", batch.query_x, batch.meta("mu", self.name))
         clean = 1.0 / (1.0 + np.exp(-2.0 * scores))
         flip = batch.meta("label_flip", self.name, default=0.0)[:, None]

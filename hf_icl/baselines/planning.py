@@ -17,7 +17,9 @@ def split_spec(spec: Any, index: int) -> tuple[str, dict]:
         return spec, {}
     if isinstance(spec, dict) and "name" in spec:
         return spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    raise HfIclError(f"baselines.{index}: expected a name or {{name: ..., <param>: ...}}, got {spec!r}")
+    raise HfIclError(
+        f"baselines.{index}: expected a name or {{name: ..., <param>: ...}}, got {spec!r}"
+    )
 
 
 def applies(baseline: Baseline, episode: Episode) -> bool:
@@ -30,7 +32,15 @@ def applies(baseline: Baseline, episode: Episode) -> bool:
 
 def position_episode(ep: Episode, k: int) -> Episode:
     """Sequential protocol: the first k examples are the demos, example k is the query."""
-    return Episode(task=ep.task, family=ep.family, task_id=ep.task_id,
-                   demo_x=ep.demo_x[:k], demo_y=ep.demo_y[:k],
-                   query_x=ep.demo_x[k:k + 1], query_y=ep.demo_y[k:k + 1],
-                   num_classes=ep.num_classes, label_words=ep.label_words, meta=ep.meta)
+    return Episode(
+        task=ep.task,
+        family=ep.family,
+        task_id=ep.task_id,
+        demo_x=ep.demo_x[:k],
+        demo_y=ep.demo_y[:k],
+        query_x=ep.demo_x[k : k + 1],
+        query_y=ep.demo_y[k : k + 1],
+        num_classes=ep.num_classes,
+        label_words=ep.label_words,
+        meta=ep.meta,
+    )

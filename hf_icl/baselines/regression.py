@@ -51,8 +51,9 @@ def mean_label_weighted_input(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("bkd,bk->bd", x, y.astype(np.float64)) / x.shape[1]
 
 
-def gradient_descent(x: np.ndarray, y: np.ndarray, step_matrix: np.ndarray, steps: int,
-                     lr: float) -> np.ndarray:
+def gradient_descent(
+    x: np.ndarray, y: np.ndarray, step_matrix: np.ndarray, steps: int, lr: float
+) -> np.ndarray:
     """``steps`` updates w ← w − lr·M(Xw − y) from w = 0; M = Xᵀ/k is plain GD on
     L(w) = (1/2k)Σ(w·x_i − y_i)², so the first step is w₁ = (lr/k) Σ y_i x_i."""
     w = np.zeros((x.shape[0], x.shape[2]))
@@ -84,7 +85,8 @@ class Ridge(Baseline):
     @dataclass
     class Params:
         lam: float | Literal["bayes"] = option(
-            "bayes", help="penalty λ on ||w||², or 'bayes': noise_std²/prior_var per episode")
+            "bayes", help="penalty λ on ||w||², or 'bayes': noise_std²/prior_var per episode"
+        )
         prior_var: float = option(1.0, help="τ², the prior variance of each weight ('bayes')")
 
     @property
@@ -127,8 +129,9 @@ class GridTuned(Baseline):
 
     def tune(self, episodes: list[Episode]) -> None:
         if any(len(ep.query_y) == 0 for ep in episodes):
-            raise HfIclError(f"baseline {self.name!r}: tuning episodes need queries to score "
-                             "each grid value on")
+            raise HfIclError(
+                f"baseline {self.name!r}: tuning episodes need queries to score each grid value on"
+            )
         self._tuning = list(episodes)
         self.tuned = {}
 
@@ -149,8 +152,14 @@ class GridTuned(Baseline):
     def _tuning_error(self, shots: int, value: float) -> float:
         params = with_param(self.params, self.tuned_param, value)
         preds = self.predict_with(self._tuning, shots, params)
-        return float(np.mean([np.mean((p.pred - ep.query_y) ** 2)
-                              for p, ep in zip(preds, self._tuning, strict=True)]))
+        return float(
+            np.mean(
+                [
+                    np.mean((p.pred - ep.query_y) ** 2)
+                    for p, ep in zip(preds, self._tuning, strict=True)
+                ]
+            )
+        )
 
 
 @register
@@ -164,8 +173,9 @@ class Lasso(GridTuned):
     @dataclass
     class Params:
         alpha: float = option(0.01, help="L1 penalty α of sklearn's Lasso (used until tuned)")
-        alpha_grid: list[float] = option(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
-                                         help="values of α tried by tune")
+        alpha_grid: list[float] = option(
+            default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], help="values of α tried by tune"
+        )
 
     def predict_batch(self, batch: Batch, params: Params) -> tuple[np.ndarray, None]:
         model = SkLasso(alpha=params.alpha, fit_intercept=False, max_iter=10_000)
@@ -194,15 +204,17 @@ class GD(GridTuned):
         lr: float = option(0.1, help="step size (used until tuned)")
         lr_grid: list[float] = option(
             default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
-            help="step sizes tried by tune")
+            help="step sizes tried by tune",
+        )
 
     def step_matrix(self, batch: Batch, params: Any) -> np.ndarray:
         """M in w ← w − lr·M(Xw − y): (B, d, k)."""
         return np.swapaxes(batch.x, 1, 2) / batch.x.shape[1]
 
     def predict_batch(self, batch: Batch, params: Params) -> tuple[np.ndarray, None]:
-        w = gradient_descent(batch.x, batch.y, self.step_matrix(batch, params), params.gd_steps,
-                             params.lr)
+        w = gradient_descent(
+            batch.x, batch.y, self.step_matrix(batch, params), params.gd_steps, params.lr
+        )
         return linear_predict(w, batch.query_x), None
 
 
@@ -222,7 +234,8 @@ class PreconditionedGD(GD):
     @dataclass
     class Params(GD.Params):
         preconditioner: Literal["empirical", "input_cov"] = option(
-            "empirical", help="inverse of the demos' covariance, or of meta 'input_cov' (oracle)")
+            "empirical", help="inverse of the demos' covariance, or of meta 'input_cov' (oracle)"
+        )
         cov_reg: float = option(0.0, help="added to the empirical covariance's diagonal")
 
     @property
@@ -256,13 +269,20 @@ class MLP(Baseline):
         b, _, d = batch.x.shape
         net = BatchedMLP(b, d, params.hidden_units, 1, params.seed)
         target = torch.from_numpy(batch.y).float()[:, :, None]
-        net.fit(batch.x, target, lambda out, t: ((out - t) ** 2).mean(dim=(1, 2)), "adam",
-                params.train_steps, params.lr)
+        net.fit(
+            batch.x,
+            target,
+            lambda out, t: ((out - t) ** 2).mean(dim=(1, 2)),
+            "adam",
+            params.train_steps,
+            params.lr,
+        )
         return net.outputs(batch.query_x)[:, :, 0], None
 
 
-def normalised_squared_error(pred: np.ndarray, y: np.ndarray, scale: float | np.ndarray
-                             ) -> np.ndarray:
+def normalised_squared_error(
+    pred: np.ndarray, y: np.ndarray, scale: float | np.ndarray
+) -> np.ndarray:
     """Per-query (pred − y)²/scale; with scale = dim (or the sparsity, Garg et al.) the zero
     predictor scores ≈ 1 on w ~ N(0, I), x ~ N(0, I). Average or bootstrap it yourself."""
     return (np.asarray(pred, dtype=np.float64) - y) ** 2 / scale

@@ -9,5 +9,14 @@ from hf_icl.demos.base import SELECTIONS, Selection, SelectionContext
 from hf_icl.demos.options import DemoOptions
 from hf_icl.demos.plan import ORDERS, DemoPlan, check_options, demo_pool, plan_demos
 
-__all__ = ["ORDERS", "SELECTIONS", "DemoOptions", "DemoPlan", "Selection", "SelectionContext",
-           "check_options", "demo_pool", "plan_demos"]
+__all__ = [
+    "ORDERS",
+    "SELECTIONS",
+    "DemoOptions",
+    "DemoPlan",
+    "Selection",
+    "SelectionContext",
+    "check_options",
+    "demo_pool",
+    "plan_demos",
+]

@@ -31,11 +31,11 @@ class SelectionContext:
 
     task: str
     pool: DemoPool
-    episode: Episode       # the sampler's draw for this seed: the queries (and its random demos)
-    shots: int             # the largest shot count: every ranked list has this many rows
-    seed: int              # the demo seed of the unit
+    episode: Episode  # the sampler's draw for this seed: the queries (and its random demos)
+    shots: int  # the largest shot count: every ranked list has this many rows
+    seed: int  # the demo seed of the unit
     options: DemoOptions
-    where: str = "demos"   # config location, for error messages
+    where: str = "demos"  # config location, for error messages
 
     def allowed(self, query: int | None = None) -> np.ndarray:
         """Pool indices a query may use: never itself when pool and queries share rows; for a
@@ -52,14 +52,22 @@ class SelectionContext:
 
     def pool_note(self) -> str:
         """Why a numeric family's pool is small: it is the episode's own draw."""
-        return (f" (task {self.task!r} draws fresh examples per episode, so the pool is the "
-                f"episode's own {len(self.pool)})") if self.pool.of_episode else ""
+        return (
+            (
+                f" (task {self.task!r} draws fresh examples per episode, so the pool is the "
+                f"episode's own {len(self.pool)})"
+            )
+            if self.pool.of_episode
+            else ""
+        )
 
     def need(self, available: int, what: str = "") -> None:
         if available < self.shots:
-            raise HfIclError(f"{self.where}: {self.shots} shots need {self.shots} demonstrations "
-                             f"but the pool of task {self.task!r} has {available}"
-                             f"{what}{self.pool_note()}; lower shots")
+            raise HfIclError(
+                f"{self.where}: {self.shots} shots need {self.shots} demonstrations "
+                f"but the pool of task {self.task!r} has {available}"
+                f"{what}{self.pool_note()}; lower shots"
+            )
 
 
 @dataclass

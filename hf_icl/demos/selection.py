@@ -54,8 +54,10 @@ def balanced(ctx: SelectionContext) -> Selection:
     cycle = ctx.options.label_order if ctx.options.label_order is not None else classes
     bad = [c for c in cycle if c not in classes]
     if bad or len(set(cycle)) != len(cycle):
-        raise HfIclError(f"{ctx.where}.label_order: {cycle} must list distinct classes of "
-                         f"task {ctx.task!r}: {classes}")
+        raise HfIclError(
+            f"{ctx.where}.label_order: {cycle} must list distinct classes of "
+            f"task {ctx.task!r}: {classes}"
+        )
     wanted = balanced_cycle(ctx.shots, cycle)
     rng = rng_for(ctx.seed, "balanced", ctx.task)
     rows = {}
@@ -63,9 +65,11 @@ def balanced(ctx: SelectionContext) -> Selection:
         members = allowed[labels == c]
         count = wanted.count(c)
         if count > len(members):
-            raise HfIclError(f"{ctx.where}: balanced: {ctx.shots} shots need {count} examples "
-                             f"of class {c} but task {ctx.task!r}'s pool has {len(members)}"
-                             f"{ctx.pool_note()}; lower shots")
+            raise HfIclError(
+                f"{ctx.where}: balanced: {ctx.shots} shots need {count} examples "
+                f"of class {c} but task {ctx.task!r}'s pool has {len(members)}"
+                f"{ctx.pool_note()}; lower shots"
+            )
         rows[c] = list(rng.permutation(members)[:count])
     return _shared([rows[c].pop(0) for c in wanted])
 
@@ -83,8 +87,9 @@ def read_fixed(spec: list[int] | str, where: str) -> list[int]:
             try:
                 ids.append(int(line))
             except ValueError:
-                raise HfIclError(f"{path}:{n}: expected a pool row index, got {line.strip()!r}") \
-                    from None
+                raise HfIclError(
+                    f"{path}:{n}: expected a pool row index, got {line.strip()!r}"
+                ) from None
     return ids
 
 
@@ -92,25 +97,32 @@ def read_fixed(spec: list[int] | str, where: str) -> list[int]:
 def fixed(ctx: SelectionContext) -> Selection:
     """The given pool rows, in the given order, for every query and seed."""
     if ctx.options.fixed is None:
-        raise HfIclError(f"{ctx.where}.fixed: selection 'fixed' needs a list of pool row indices "
-                         "or a file of them")
+        raise HfIclError(
+            f"{ctx.where}.fixed: selection 'fixed' needs a list of pool row indices "
+            "or a file of them"
+        )
     ids = read_fixed(ctx.options.fixed, ctx.where)
     position = {pool_id: i for i, pool_id in enumerate(ctx.pool.ids)}
     for i in ids:
         if i not in position:
-            raise HfIclError(f"{ctx.where}.fixed: index {i} is out of range; task {ctx.task!r}'s "
-                             f"pool has rows 0..{len(ctx.pool) - 1}")
+            raise HfIclError(
+                f"{ctx.where}.fixed: index {i} is out of range; task {ctx.task!r}'s "
+                f"pool has rows 0..{len(ctx.pool) - 1}"
+            )
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup is not None:
         raise HfIclError(f"{ctx.where}.fixed: index {dup} is listed twice")
     if ctx.pool.shares_queries:
         clash = sorted(set(ids) & set(ctx.episode.query_ids))
         if clash:
-            raise HfIclError(f"{ctx.where}.fixed: row {clash[0]} is also a query (the pool and "
-                             "the queries come from the same split)")
+            raise HfIclError(
+                f"{ctx.where}.fixed: row {clash[0]} is also a query (the pool and "
+                "the queries come from the same split)"
+            )
     if len(ids) < ctx.shots:
-        raise HfIclError(f"{ctx.where}.fixed: {len(ids)} indices given but shots go up to "
-                         f"{ctx.shots}")
+        raise HfIclError(
+            f"{ctx.where}.fixed: {len(ids)} indices given but shots go up to {ctx.shots}"
+        )
     return _shared([position[i] for i in ids[: ctx.shots]])
 
 
@@ -131,6 +143,8 @@ def per_query_random(ctx: SelectionContext) -> Selection:
 def lm_eval_default(ctx: SelectionContext) -> Selection:
     """lm-eval's default sampler, replayed exactly: it applies to lm-eval task entries, whose
     prompts lm-eval itself writes (hf_icl.lm_eval_tasks), and to nothing else."""
-    raise HfIclError(f"{ctx.where}.selection: lm_eval_default replays lm-eval's own sampler and "
-                     "applies only to lm-eval task entries ({lm_eval: ...}); use random or "
-                     "per_query_random here")
+    raise HfIclError(
+        f"{ctx.where}.selection: lm_eval_default replays lm-eval's own sampler and "
+        "applies only to lm-eval task entries ({lm_eval: ...}); use random or "
+        "per_query_random here"
+    )

@@ -51,16 +51,25 @@ def plan_baselines(config: EvaluateConfig, example_episodes: list[Episode]) -> l
                 runs.append(BaselineRun(baseline, t))
                 matched = True
         if not matched:
-            kinds = sorted({"text" if not is_numeric(e.demo_x) else
-                            ("regression" if e.is_regression else "classification")
-                            for e in example_episodes if e is not None}
-                           | ({"lm-eval"} if None in example_episodes else set()))
-            raise HfIclError(f"baselines.{i}: baseline {name!r} ({make_baseline(name, **params).task_kind}) "
-                             f"applies to none of the tasks ({', '.join(kinds)})")
+            kinds = sorted(
+                {
+                    "text"
+                    if not is_numeric(e.demo_x)
+                    else ("regression" if e.is_regression else "classification")
+                    for e in example_episodes
+                    if e is not None
+                }
+                | ({"lm-eval"} if None in example_episodes else set())
+            )
+            raise HfIclError(
+                f"baselines.{i}: baseline {name!r} ({make_baseline(name, **params).task_kind}) "
+                f"applies to none of the tasks ({', '.join(kinds)})"
+            )
     labels = [(r.label, r.task) for r in runs]
     if len(set(labels)) != len(labels):
-        raise HfIclError("baselines: the same baseline is listed twice for one task; "
-                         "give different params")
+        raise HfIclError(
+            "baselines: the same baseline is listed twice for one task; give different params"
+        )
     return runs
 
 
@@ -73,34 +82,46 @@ def _pred(p: Predictions, q: int) -> Any:
     return float(value) if np.issubdtype(np.asarray(value).dtype, np.floating) else int(value)
 
 
-def baseline_rows(config: EvaluateConfig, run: BaselineRun, episodes: list[Episode],
-                  bases: list[dict]) -> list[list[dict]]:
+def baseline_rows(
+    config: EvaluateConfig, run: BaselineRun, episodes: list[Episode], bases: list[dict]
+) -> list[list[dict]]:
     """Rows per unit (one unit per episode), in the same layout as model rows."""
     rows: list[list[dict]] = [[] for _ in episodes]
     for k in config.shots:
         if config.protocol == "sequential":
             preds = run.baseline.predict([position_episode(ep, k) for ep in episodes], k)
             for u, (ep, p) in enumerate(zip(episodes, preds)):
-                rows[u].append({**position_row(bases[u], ep, k), "pred": _pred(p, 0),
-                                "scores": _scores(p, 0)})
+                rows[u].append(
+                    {**position_row(bases[u], ep, k), "pred": _pred(p, 0), "scores": _scores(p, 0)}
+                )
             continue
         preds = run.baseline.predict(episodes, k)
         for u, (ep, p) in enumerate(zip(episodes, preds)):
-            rows[u] += [{**query_row(bases[u], ep, k, q), "pred": _pred(p, q),
-                         "scores": _scores(p, q)} for q in range(ep.num_queries)]
+            rows[u] += [
+                {**query_row(bases[u], ep, k, q), "pred": _pred(p, q), "scores": _scores(p, q)}
+                for q in range(ep.num_queries)
+            ]
     return rows
 
 
-def plan_baseline_rows(config: EvaluateConfig, run: BaselineRun, plan: DemoPlan,
-                       base: dict) -> list[dict]:
+def plan_baseline_rows(
+    config: EvaluateConfig, run: BaselineRun, plan: DemoPlan, base: dict
+) -> list[dict]:
     """A unit whose queries have their own demonstrations: each (query, k) is a one-query
     episode holding exactly that prompt's demonstrations, so the learner sees what the model saw."""
     rows = []
     for k in config.shots:
         queries = range(plan.episode.num_queries)
         preds = run.baseline.predict([plan.episode_for(plan.rows(q, k), [q]) for q in queries], k)
-        rows += [{**query_row(base, plan.episode, k, q), "demo_ids": plan.demo_ids(q, k),
-                  "pred": _pred(p, 0), "scores": _scores(p, 0)} for q, p in zip(queries, preds)]
+        rows += [
+            {
+                **query_row(base, plan.episode, k, q),
+                "demo_ids": plan.demo_ids(q, k),
+                "pred": _pred(p, 0),
+                "scores": _scores(p, 0),
+            }
+            for q, p in zip(queries, preds)
+        ]
     return rows
 
 
@@ -109,9 +130,13 @@ def tune_baseline(config: EvaluateConfig, run: BaselineRun, sampler) -> None:
     if type(run.baseline).tune is Baseline.tune:
         return
     max_shots = max(config.shots)
-    episodes = sampler.episodes(0, TUNE_EPISODES, max_shots + (1 if config.protocol == "sequential" else 0),
-                                max(1, config.num_queries if config.protocol == "queries" else 1),
-                                "train")
+    episodes = sampler.episodes(
+        0,
+        TUNE_EPISODES,
+        max_shots + (1 if config.protocol == "sequential" else 0),
+        max(1, config.num_queries if config.protocol == "queries" else 1),
+        "train",
+    )
     run.baseline.tune(episodes)
 
 
@@ -126,8 +151,14 @@ def baseline_learner(config: EvaluateConfig, tasks: list[TaskRun], run: Baseline
             drawn = [unit_demos(config, task, u.seed, u.order) for u in units]
             bases = [unit_row(u, run.label, task.name, ep) for u, (ep, _) in zip(units, drawn)]
             shared = [i for i, (_, plan) in enumerate(drawn) if plan is None]
-            rows = dict(zip(shared, baseline_rows(config, run, [drawn[i][0] for i in shared],
-                                                  [bases[i] for i in shared])))
+            rows = dict(
+                zip(
+                    shared,
+                    baseline_rows(
+                        config, run, [drawn[i][0] for i in shared], [bases[i] for i in shared]
+                    ),
+                )
+            )
             for i, (_, plan) in enumerate(drawn):
                 if plan is not None:
                     rows[i] = plan_baseline_rows(config, run, plan, bases[i])

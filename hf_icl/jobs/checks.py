@@ -17,8 +17,9 @@ def check_models(config: EvaluateConfig, source: str = "config") -> None:
     without loading anything."""
     labels = [m.label for m in config.models]
     if len(set(labels)) != len(labels):
-        raise HfIclError(f"{source}: models: duplicate model label in {labels}; set 'name' to tell "
-                         "them apart")
+        raise HfIclError(
+            f"{source}: models: duplicate model label in {labels}; set 'name' to tell them apart"
+        )
     for m, spec in enumerate(config.models):
         check_model_spec(spec, f"{source}: models.{m}")
 

@@ -50,17 +50,30 @@ class ModelRun:
     arms: list[FtArm]
     lrs: dict[tuple[str, str, int], float] = field(default_factory=dict)
 
-    def score(self, task: TaskRun, rendered: RenderedEpisode, shots: list[int]) -> dict[int, np.ndarray]:
-        return score_queries(self.model, rendered, shots, pack_tokens=self.config.pack_tokens,
-                             length_normalise=task.render.length_normalise,
-                             calibrate=task.render.calibrate, where=f"task {task.name!r}")
+    def score(
+        self, task: TaskRun, rendered: RenderedEpisode, shots: list[int]
+    ) -> dict[int, np.ndarray]:
+        return score_queries(
+            self.model,
+            rendered,
+            shots,
+            pack_tokens=self.config.pack_tokens,
+            length_normalise=task.render.length_normalise,
+            calibrate=task.render.calibrate,
+            where=f"task {task.name!r}",
+        )
 
-    def capture(self, rendered: RenderedEpisode, shots: int,
-                demo_positions: list[int] | None = None) -> Captured:
+    def capture(
+        self, rendered: RenderedEpisode, shots: int, demo_positions: list[int] | None = None
+    ) -> Captured:
         queries = rendered.query_ids if shots else rendered.query_ids_alone
-        return capture_queries(self.model, rendered.prefix_ids[:rendered.boundaries[shots]],
-                               queries, demo_positions=demo_positions,
-                               pack_tokens=self.config.pack_tokens)
+        return capture_queries(
+            self.model,
+            rendered.prefix_ids[: rendered.boundaries[shots]],
+            queries,
+            demo_positions=demo_positions,
+            pack_tokens=self.config.pack_tokens,
+        )
 
     def learning_rate(self, arm: FtArm, task: TaskRun, shots: int) -> float:
         """The arm's lr, or the sweep's choice on held-out (meta-train split) episodes."""
@@ -75,20 +88,36 @@ class ModelRun:
             for i in range(section.sweep_episodes):
                 episode = task.sampler.episode(i, shots, section.sweep_queries, split="train")
                 rendered = renderer.render_episode(episode)
-                held_out.append(HeldOut(training_demos(renderer, episode, rendered, shots),
-                                        rendered, np.asarray(episode.query_y)))
-            self.lrs[key] = choose_lr(arm, settings.lr_sweep, held_out,
-                                      lambda r: self.score(task, r, [0])[0])
+                held_out.append(
+                    HeldOut(
+                        training_demos(renderer, episode, rendered, shots),
+                        rendered,
+                        np.asarray(episode.query_y),
+                    )
+                )
+            self.lrs[key] = choose_lr(
+                arm, settings.lr_sweep, held_out, lambda r: self.score(task, r, [0])[0]
+            )
         return self.lrs[key]
 
 
-def prediction_rows(base: dict, arm: str, shots: int, episode: Episode,
-                    scores: np.ndarray) -> list[dict]:
-    return [{**base, "arm": arm, "shots": shots, "query": q,
-             "query_id": episode.query_ids[q] if episode.query_ids else q,
-             "demo_ids": episode.demo_ids[:shots], "pred": int(np.argmax(scores[q])),
-             "gold": int(episode.query_y[q]), "scores": [round(float(v), 6) for v in scores[q]]}
-            for q in range(episode.num_queries)]
+def prediction_rows(
+    base: dict, arm: str, shots: int, episode: Episode, scores: np.ndarray
+) -> list[dict]:
+    return [
+        {
+            **base,
+            "arm": arm,
+            "shots": shots,
+            "query": q,
+            "query_id": episode.query_ids[q] if episode.query_ids else q,
+            "demo_ids": episode.demo_ids[:shots],
+            "pred": int(np.argmax(scores[q])),
+            "gold": int(episode.query_y[q]),
+            "scores": [round(float(v), 6) for v in scores[q]],
+        }
+        for q in range(episode.num_queries)
+    ]
 
 
 def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
@@ -96,8 +125,9 @@ def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
     if task.lm_eval is not None:
         from hf_icl.jobs.lm_eval_compare import lm_eval_compare_unit
 
-        return lm_eval_compare_unit(run, task.lm_eval, unit,
-                                    unit_row(unit, run.label, task.name, None))
+        return lm_eval_compare_unit(
+            run, task.lm_eval, unit, unit_row(unit, run.label, task.name, None)
+        )
     config = run.config
     renderer = TextRenderer(run.tokenizer, task.render)
     episode, _ = unit_demos(config, task, unit.seed, unit.order)  # shared lists (checked)
@@ -114,14 +144,20 @@ def compare_unit(run: ModelRun, task: TaskRun, unit: Unit) -> list[dict]:
         rows += prediction_rows(base, "icl", k, episode, scores[k])
         for arm in run.arms:
             lr = run.learning_rate(arm, task, k)
-            with record_kv_gradients(run.model) if arm.dual_form else nullcontext() as tokens, \
-                    arm.fine_tuned(demos, lr, seed=unit.seed):
+            with (
+                record_kv_gradients(run.model) if arm.dual_form else nullcontext() as tokens,
+                arm.fine_tuned(demos, lr, seed=unit.seed),
+            ):
                 ft_scores = run.score(task, rendered, [0])[0]
                 ft = run.capture(rendered, 0)
             importance = tokens.importance(ft.inputs, demos) if tokens is not None else None
             sims = similarities(zs, icl, ft, importance, seed)
-            rows += [{**row, "lr": lr, **sim} for row, sim in
-                     zip(prediction_rows(base, arm.settings.name, k, episode, ft_scores), sims)]
+            rows += [
+                {**row, "lr": lr, **sim}
+                for row, sim in zip(
+                    prediction_rows(base, arm.settings.name, k, episode, ft_scores), sims
+                )
+            ]
     return rows
 
 
@@ -137,58 +173,81 @@ def unit_plan(config: CompareConfig, tasks: list[TaskRun]) -> UnitPlan:
     every_task = list(range(len(tasks)))
     learners = [model_learner(spec, every_task, setup) for spec in config.all_models()]
     per_query = 1 + len(config.shots) * (1 + len(config.finetune.arms))
-    shapes = {t: (task.lm_eval.num_seeds(config.num_seeds), 1, len(task.lm_eval.docs) * per_query)
-              for t, task in enumerate(tasks) if task.lm_eval is not None}
-    return UnitPlan(learners, [t.name for t in tasks], config.num_seeds, config.demo_orders,
-                    config.num_queries * per_query, shapes)
+    shapes = {
+        t: (task.lm_eval.num_seeds(config.num_seeds), 1, len(task.lm_eval.docs) * per_query)
+        for t, task in enumerate(tasks)
+        if task.lm_eval is not None
+    }
+    return UnitPlan(
+        learners,
+        [t.name for t in tasks],
+        config.num_seeds,
+        config.demo_orders,
+        config.num_queries * per_query,
+        shapes,
+    )
 
 
 def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "config") -> None:
     for i, task in enumerate(tasks):
         if task.models is not None:
-            raise HfIclError(f"{source}: tasks.{i}.models: compare runs every model on every "
-                             "task; drop the task's 'models:' list")
+            raise HfIclError(
+                f"{source}: tasks.{i}.models: compare runs every model on every "
+                "task; drop the task's 'models:' list"
+            )
         if task.lm_eval is not None:
             from hf_icl.jobs.lm_eval_compare import check_compare_source
 
             check_compare_source(task.lm_eval, f"{source}: tasks.{i}")
-            sweeps = [a.name for a in config.finetune.arms
-                      if config.finetune.settings(a).lr_sweep]
+            sweeps = [a.name for a in config.finetune.arms if config.finetune.settings(a).lr_sweep]
             if sweeps:
-                raise HfIclError(f"{source}: finetune.lr_sweep: the sweep tunes on held-out "
-                                 f"episodes, which lm-eval task {task.name!r} does not have; "
-                                 "set finetune.lr instead")
+                raise HfIclError(
+                    f"{source}: finetune.lr_sweep: the sweep tunes on held-out "
+                    f"episodes, which lm-eval task {task.name!r} does not have; "
+                    "set finetune.lr instead"
+                )
             continue
         episode, plan = unit_demos(config, task, 0, 0)
         if episode.is_regression:
-            raise HfIclError(f"{source}: tasks.{i}: task {task.name!r} is a regression task; "
-                             "compare needs classification tasks (accuracy, Rec2FTP)")
+            raise HfIclError(
+                f"{source}: tasks.{i}: task {task.name!r} is a regression task; "
+                "compare needs classification tasks (accuracy, Rec2FTP)"
+            )
         if plan is not None:
-            raise HfIclError(f"{source}: tasks.{i}.demos: compare fine-tunes on one demo list "
-                             f"per unit, but selection {task.demos.selection!r} with order "
-                             f"{task.demos.order!r} gives queries or shot counts their own "
-                             "lists; use evaluate, or a shared selection (random, first_n, "
-                             "balanced, fixed) with order as_selected")
+            raise HfIclError(
+                f"{source}: tasks.{i}.demos: compare fine-tunes on one demo list "
+                f"per unit, but selection {task.demos.selection!r} with order "
+                f"{task.demos.order!r} gives queries or shot counts their own "
+                "lists; use evaluate, or a shared selection (random, first_n, "
+                "balanced, fixed) with order as_selected"
+            )
 
 
-def prepare(config: CompareConfig, source: str = "config",
-            options: JobOptions | None = None) -> EvaluatePlan:
+def prepare(
+    config: CompareConfig, source: str = "config", options: JobOptions | None = None
+) -> EvaluatePlan:
     """An evaluation's checks, and that every task suits a comparison."""
     plan = prepare_evaluation(config, source, options)
     check_tasks(config, plan.tasks, source)
     return plan
 
 
-def compare(config: CompareConfig, folder: RunFolder, progress: bool = True,
-            shard: Shard | None = None, plan: EvaluatePlan | None = None) -> dict | None:
+def compare(
+    config: CompareConfig,
+    folder: RunFolder,
+    progress: bool = True,
+    shard: Shard | None = None,
+    plan: EvaluatePlan | None = None,
+) -> dict | None:
     """Run (or resume) a comparison into ``folder``; the main process returns the results."""
     tasks = (plan or prepare(config)).tasks
     rows = run_units(unit_plan(config, tasks), folder, shard, progress)
     return None if rows is None else write_reports(folder, reports(config, tasks, rows))
 
 
-def run(config: CompareConfig, folder: RunFolder, options: JobOptions,
-        plan: EvaluatePlan | None = None) -> dict | None:
+def run(
+    config: CompareConfig, folder: RunFolder, options: JobOptions, plan: EvaluatePlan | None = None
+) -> dict | None:
     return compare(config, folder, options.progress, options.shard, plan)
 
 
@@ -196,10 +255,12 @@ def summary(results: dict) -> str:
     """Console summary: one line per model × task × shots × arm."""
     lines = []
     for s in results["summary"]:
-        lines.append(f"{s['model']:<28} {s['task']:<18} k={s['shots']:<3} {s['arm']:<13} "
-                     f"ZS {s['zs']:.3f}  ICL {s['icl']:.3f}  FT {s['ft']:.3f}  "
-                     f"Rec2FTP {_fmt(s['rec2ftp'], '.1f')}  SimAOU {_fmt(s['simaou'])}  "
-                     f"SimAM {_fmt(s['simam'])}")
+        lines.append(
+            f"{s['model']:<28} {s['task']:<18} k={s['shots']:<3} {s['arm']:<13} "
+            f"ZS {s['zs']:.3f}  ICL {s['icl']:.3f}  FT {s['ft']:.3f}  "
+            f"Rec2FTP {_fmt(s['rec2ftp'], '.1f')}  SimAOU {_fmt(s['simaou'])}  "
+            f"SimAM {_fmt(s['simam'])}"
+        )
     return "\n".join(lines)
 
 

@@ -41,8 +41,9 @@ class EvaluatePlan:
     baselines: list[BaselineRun]
 
 
-def prepare(config: EvaluateConfig, source: str = "config",
-            options: JobOptions | None = None) -> EvaluatePlan:
+def prepare(
+    config: EvaluateConfig, source: str = "config", options: JobOptions | None = None
+) -> EvaluatePlan:
     """Every check an evaluation needs before its folder exists: models, tasks, shots against
     each pool, baselines, label words and prompt lengths with each model's tokenizer."""
     tasks = check_evaluation(config, source)
@@ -62,47 +63,100 @@ def _prediction(renderer: TextRenderer, episode: Episode, scores: np.ndarray) ->
     return {"pred": float(probs @ centres), "pred_argmax": float(centres[int(np.argmax(scores))])}
 
 
-def score_unit_queries(model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun,
-                       episode: Episode, base: dict) -> list[dict]:
+def score_unit_queries(
+    model,
+    renderer: TextRenderer,
+    config: EvaluateConfig,
+    task: TaskRun,
+    episode: Episode,
+    base: dict,
+) -> list[dict]:
     rendered = renderer.render_episode(episode)
-    scores = score_queries(model, rendered, config.shots, pack_tokens=config.pack_tokens,
-                           length_normalise=task.render.length_normalise,
-                           calibrate=task.render.calibrate, where=f"task {task.name!r}")
-    return [{**query_row(base, episode, k, q), **_prediction(renderer, episode, scores[k][q]),
-             "scores": rounded(scores[k][q])}
-            for k in config.shots for q in range(episode.num_queries)]
+    scores = score_queries(
+        model,
+        rendered,
+        config.shots,
+        pack_tokens=config.pack_tokens,
+        length_normalise=task.render.length_normalise,
+        calibrate=task.render.calibrate,
+        where=f"task {task.name!r}",
+    )
+    return [
+        {
+            **query_row(base, episode, k, q),
+            **_prediction(renderer, episode, scores[k][q]),
+            "scores": rounded(scores[k][q]),
+        }
+        for k in config.shots
+        for q in range(episode.num_queries)
+    ]
 
 
-def score_unit_plan(model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun,
-                    plan: DemoPlan, base: dict) -> list[dict]:
+def score_unit_plan(
+    model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun, plan: DemoPlan, base: dict
+) -> list[dict]:
     """Queries with their own demonstrations (retrieval, per-query draws, broken prefixes)."""
-    scores = score_plan(model, renderer, plan, config.shots, pack_tokens=config.pack_tokens,
-                        length_normalise=task.render.length_normalise,
-                        calibrate=task.render.calibrate, where=f"task {task.name!r}")
+    scores = score_plan(
+        model,
+        renderer,
+        plan,
+        config.shots,
+        pack_tokens=config.pack_tokens,
+        length_normalise=task.render.length_normalise,
+        calibrate=task.render.calibrate,
+        where=f"task {task.name!r}",
+    )
     episode = plan.episode
-    return [{**query_row(base, episode, k, q), "demo_ids": plan.demo_ids(q, k),
-             **_prediction(renderer, episode, scores[k][q]), "scores": rounded(scores[k][q])}
-            for k in config.shots for q in range(episode.num_queries)]
+    return [
+        {
+            **query_row(base, episode, k, q),
+            "demo_ids": plan.demo_ids(q, k),
+            **_prediction(renderer, episode, scores[k][q]),
+            "scores": rounded(scores[k][q]),
+        }
+        for k in config.shots
+        for q in range(episode.num_queries)
+    ]
 
 
-def score_unit_sequential(model, renderer: TextRenderer, config: EvaluateConfig, task: TaskRun,
-                          episode: Episode, base: dict) -> list[dict]:
+def score_unit_sequential(
+    model,
+    renderer: TextRenderer,
+    config: EvaluateConfig,
+    task: TaskRun,
+    episode: Episode,
+    base: dict,
+) -> list[dict]:
     sequence = renderer.render_sequence(episode)
     scores = score_sequences(model, [sequence], batch_size=1)[0]
-    return [{**position_row(base, episode, k), **_prediction(renderer, episode, scores[k]),
-             "scores": rounded(scores[k])} for k in config.shots]
+    return [
+        {
+            **position_row(base, episode, k),
+            **_prediction(renderer, episode, scores[k]),
+            "scores": rounded(scores[k]),
+        }
+        for k in config.shots
+    ]
 
 
-def model_unit(config: EvaluateConfig, tasks: list[TaskRun], label: str, model, tokenizer,
-               unit: Unit) -> list[dict]:
+def model_unit(
+    config: EvaluateConfig, tasks: list[TaskRun], label: str, model, tokenizer, unit: Unit
+) -> list[dict]:
     """One model unit: the episode's queries (or positions) scored at every shot count."""
     task = tasks[unit.task]
     if task.lm_eval is not None:
         from hf_icl.jobs.lm_eval_runs import lm_eval_unit_rows
 
-        return lm_eval_unit_rows(model, tokenizer, task.lm_eval, config.shots, unit.seed,
-                                 unit_row(unit, label, task.name, None), config.pack_tokens,
-                                 task.scoring)
+        return lm_eval_unit_rows(
+            model,
+            tokenizer,
+            task.lm_eval,
+            config.shots,
+            unit.seed,
+            unit_row(unit, label, task.name, None),
+            config.pack_tokens,
+            task.scoring,
+        )
     renderer = TextRenderer(tokenizer, task.render)
     episode, plan = unit_demos(config, task, unit.seed, unit.order)
     base = unit_row(unit, label, task.name, episode)
@@ -129,34 +183,53 @@ def unit_plan(config: EvaluateConfig, plan: EvaluatePlan) -> UnitPlan:
         learners.append(model_learner(spec, on, setup))
     learners += [baseline_learner(config, tasks, run) for run in plan.baselines]
     per_shot = 1 if config.protocol == "sequential" else config.num_queries
-    shapes = {t: (task.lm_eval.num_seeds(config.num_seeds), 1,
-                  len(task.lm_eval.docs) * len(config.shots))
-              for t, task in enumerate(tasks) if task.lm_eval is not None}
-    return UnitPlan(learners, [t.name for t in tasks], config.num_seeds, config.demo_orders,
-                    per_shot * len(config.shots), shapes)
+    shapes = {
+        t: (task.lm_eval.num_seeds(config.num_seeds), 1, len(task.lm_eval.docs) * len(config.shots))
+        for t, task in enumerate(tasks)
+        if task.lm_eval is not None
+    }
+    return UnitPlan(
+        learners,
+        [t.name for t in tasks],
+        config.num_seeds,
+        config.demo_orders,
+        per_shot * len(config.shots),
+        shapes,
+    )
 
 
-def evaluate(config: EvaluateConfig, folder: RunFolder, progress: bool = True,
-             shard: Shard | None = None, plan: EvaluatePlan | None = None) -> dict | None:
+def evaluate(
+    config: EvaluateConfig,
+    folder: RunFolder,
+    progress: bool = True,
+    shard: Shard | None = None,
+    plan: EvaluatePlan | None = None,
+) -> dict | None:
     """Run (or resume) an evaluation into ``folder``; the main process returns the results."""
     plan = plan or prepare(config)
     rows = run_units(unit_plan(config, plan), folder, shard, progress)
     return None if rows is None else write_reports(folder, reports(config, plan.tasks, rows))
 
 
-def run(config: EvaluateConfig, folder: RunFolder, options: JobOptions,
-        plan: EvaluatePlan | None = None) -> dict | None:
+def run(
+    config: EvaluateConfig, folder: RunFolder, options: JobOptions, plan: EvaluatePlan | None = None
+) -> dict | None:
     return evaluate(config, folder, options.progress, options.shard, plan)
 
 
 def summary(results: dict) -> str:
     """Console summary: one learning curve per model × task."""
     lines = []
-    rows = [s for s in results["summary"]
-            if s["metric"] in ("accuracy", "nse", "exact_match", "unparsed")]
+    rows = [
+        s
+        for s in results["summary"]
+        if s["metric"] in ("accuracy", "nse", "exact_match", "unparsed")
+    ]
     for key in dict.fromkeys((s["model"], s["task"], s["metric"]) for s in rows):
-        items = sorted((s for s in rows if (s["model"], s["task"], s["metric"]) == key),
-                       key=lambda s: s["shots"])
+        items = sorted(
+            (s for s in rows if (s["model"], s["task"], s["metric"]) == key),
+            key=lambda s: s["shots"],
+        )
         curve = "  ".join(f"{s['shots']}:{s['mean']:.3f}" for s in items)
         lines.append(f"{key[0]:<22} {key[1]:<22} {key[2]:<9} {curve}")
     return "\n".join(lines)

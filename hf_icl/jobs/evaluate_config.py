@@ -16,34 +16,47 @@ from hf_icl.models import ModelSpec
 class EvaluateConfig:
     job: Literal["evaluate"] = option("evaluate", help="which job this config runs")
     models: list[ModelSpec] = option(default_factory=list, help="models to evaluate")
-    tasks: list[Any] = option(default_factory=list,
-                              help="task names / YAML paths, or {name: ..., <param>: ...} overrides; "
-                              "an entry's 'models: [label, ...]' limits which models run on it "
-                              "([] = baselines only)")
+    tasks: list[Any] = option(
+        default_factory=list,
+        help="task names / YAML paths, or {name: ..., <param>: ...} overrides; "
+        "an entry's 'models: [label, ...]' limits which models run on it "
+        "([] = baselines only)",
+    )
     protocol: Literal["queries", "sequential"] = option(
-        "queries", help="queries: one demo list per seed, all queries after k demos; "
-        "sequential: accuracy by position in one sequence")
-    shots: list[int] = option(default_factory=lambda: [0, 1, 2, 4, 8],
-                              help="numbers of demonstrations (positions for sequential)")
+        "queries",
+        help="queries: one demo list per seed, all queries after k demos; "
+        "sequential: accuracy by position in one sequence",
+    )
+    shots: list[int] = option(
+        default_factory=lambda: [0, 1, 2, 4, 8],
+        help="numbers of demonstrations (positions for sequential)",
+    )
     num_seeds: int = option(3, help="demo lists (queries) or episodes (sequential) per task")
     num_queries: int = option(100, help="queries per demo list (queries protocol)")
     demos: DemoOptions = option(
-        default_factory=DemoOptions, help="how each query's demonstrations are selected and "
+        default_factory=DemoOptions,
+        help="how each query's demonstrations are selected and "
         "ordered (selection, order, permutations, encoder, ...); a task entry's 'demos:' "
-        "overrides keys for that task")
-    baselines: list[Any] = option(default_factory=list,
-                                  help="in-context baselines by name or {name: ..., <param>: ...}")
-    metrics: list[str] = option(default_factory=list,
-                                help="default: accuracy, macro_f1 (classification); nse (regression)")
+        "overrides keys for that task",
+    )
+    baselines: list[Any] = option(
+        default_factory=list, help="in-context baselines by name or {name: ..., <param>: ...}"
+    )
+    metrics: list[str] = option(
+        default_factory=list, help="default: accuracy, macro_f1 (classification); nse (regression)"
+    )
     scoring: ScoringOptions = option(
-        default_factory=ScoringOptions, help="loglikelihood or generate (+ until, max_new_tokens, "
-        "filters); a task entry's 'scoring:' overrides keys for that task")
+        default_factory=ScoringOptions,
+        help="loglikelihood or generate (+ until, max_new_tokens, "
+        "filters); a task entry's 'scoring:' overrides keys for that task",
+    )
     pack_tokens: int = option(768, help="tokens per packed scoring forward")
     batch_size: int = option(8, help="sequences per forward (sequential protocol)")
     bootstrap: int = option(1000, help="bootstrap resamples for confidence intervals")
     seed: int = option(0, help="seed for demo orders and bootstrap")
     momentum: MomentumConfig | None = option(
-        None, help="momentum attention for every model without its own, e.g. {eta: 0.1}")
+        None, help="momentum attention for every model without its own, e.g. {eta: 0.1}"
+    )
     title: str = option("", help="report title")
 
     moved_keys = {"demo_orders": "demos.permutations"}
@@ -72,8 +85,10 @@ class EvaluateConfig:
         if bad:
             from hf_icl.errors import did_you_mean
 
-            raise ValueError(f"metrics: unknown metric {bad[0]!r}{did_you_mean(bad[0], PREDICTION_METRICS)}; "
-                             f"allowed: {', '.join(PREDICTION_METRICS)}")
+            raise ValueError(
+                f"metrics: unknown metric {bad[0]!r}{did_you_mean(bad[0], PREDICTION_METRICS)}; "
+                f"allowed: {', '.join(PREDICTION_METRICS)}"
+            )
         for name in ("num_seeds", "num_queries", "pack_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be ≥ 1, got {getattr(self, name)}")
@@ -91,6 +106,8 @@ def split_task_models(ref: Any, labels: list[str], where: str) -> tuple[Any, fro
         if label not in labels:
             from hf_icl.errors import did_you_mean
 
-            raise ValueError(f"{where}.models: unknown model {label!r}"
-                             f"{did_you_mean(str(label), labels)}; models: {', '.join(labels) or 'none'}")
+            raise ValueError(
+                f"{where}.models: unknown model {label!r}"
+                f"{did_you_mean(str(label), labels)}; models: {', '.join(labels) or 'none'}"
+            )
     return ref, frozenset(labels.index(label) for label in wanted)

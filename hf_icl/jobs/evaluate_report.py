@@ -24,8 +24,11 @@ def metric_names(config, is_regression: bool, is_text: bool = False) -> list[str
 
 # lm-eval multiple-choice rows carry lm-eval's two predictions: acc (summed log-likelihood)
 # is hf-icl's accuracy; acc_norm is the accuracy of the length-normalised prediction.
-LM_EVAL_METRICS = {"accuracy": ("accuracy", "pred"), "acc_norm": ("accuracy", "pred_norm"),
-                   "acc_mutual_info": ("accuracy", "pred_mutual_info")}
+LM_EVAL_METRICS = {
+    "accuracy": ("accuracy", "pred"),
+    "acc_norm": ("accuracy", "pred_norm"),
+    "acc_mutual_info": ("accuracy", "pred_mutual_info"),
+}
 
 
 def _metric_field(name: str, rows: list[dict]) -> tuple[str, str]:
@@ -37,8 +40,10 @@ def _seed_values(name: str, rows: list[dict]) -> list[float]:
     by_seed: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         by_seed[(r["seed"], r["order"])].append(r)
-    return [M.compute(metric, [r[field] for r in rs], [r["gold"] for r in rs],
-                      **_kwargs(name, rs)) for _, rs in sorted(by_seed.items())]
+    return [
+        M.compute(metric, [r[field] for r in rs], [r["gold"] for r in rs], **_kwargs(name, rs))
+        for _, rs in sorted(by_seed.items())
+    ]
 
 
 def _seed_groups(rows: list[dict]) -> list[int]:
@@ -53,9 +58,14 @@ def _kwargs(name: str, rows: list[dict]) -> dict[str, Any]:
 
 def _interval_fields(interval: Interval) -> dict[str, Any]:
     share = interval.demo_share
-    return {"ci_low": interval.low, "ci_high": interval.high, "interval": interval.covers,
-            "between_var": interval.between_var, "within_var": interval.within_var,
-            "demo_set_share": None if share is None else float(share)}
+    return {
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "interval": interval.covers,
+        "between_var": interval.between_var,
+        "within_var": interval.within_var,
+        "demo_set_share": None if share is None else float(share),
+    }
 
 
 def aggregate(config, rows: list[dict]) -> list[dict]:
@@ -67,18 +77,36 @@ def aggregate(config, rows: list[dict]) -> list[dict]:
     out = []
     for (model, task, shots), rs in groups.items():
         regression = isinstance(rs[0]["gold"], float)
-        names = [m for m, (_, f) in LM_EVAL_METRICS.items() if f in rs[0]] if "pred_norm" in rs[0] else \
-            metric_names(config, regression, isinstance(rs[0]["gold"], str))
+        names = (
+            [m for m, (_, f) in LM_EVAL_METRICS.items() if f in rs[0]]
+            if "pred_norm" in rs[0]
+            else metric_names(config, regression, isinstance(rs[0]["gold"], str))
+        )
         for name in names:
             per_seed = _seed_values(name, rs)
             metric, field = _metric_field(name, rs)
-            interval = cell_interval(metric, [r[field] for r in rs], [r["gold"] for r in rs],
-                                     _seed_groups(rs), resamples=config.bootstrap,
-                                     seed=config.seed, **_kwargs(name, rs))
-            out.append({"model": model, "task": task, "shots": shots, "metric": name,
-                        "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
-                        **_interval_fields(interval), "n": len(rs),
-                        "num_seeds": len(per_seed)})
+            interval = cell_interval(
+                metric,
+                [r[field] for r in rs],
+                [r["gold"] for r in rs],
+                _seed_groups(rs),
+                resamples=config.bootstrap,
+                seed=config.seed,
+                **_kwargs(name, rs),
+            )
+            out.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "shots": shots,
+                    "metric": name,
+                    "mean": float(np.mean(per_seed)),
+                    "std": float(np.std(per_seed)),
+                    **_interval_fields(interval),
+                    "n": len(rs),
+                    "num_seeds": len(per_seed),
+                }
+            )
         if "parsed" in rs[0]:
             out.append(unparsed_summary(config, model, task, shots, rs))
     return out
@@ -92,30 +120,51 @@ def unparsed_summary(config, model: str, task: str, shots: int, rows: list[dict]
     for r, flag in zip(rows, flags):
         by_seed[(r["seed"], r["order"])].append(flag)
     per_seed = [float(np.mean(v)) for _, v in sorted(by_seed.items())]
-    interval = cell_interval("accuracy", flags, [True] * len(flags), _seed_groups(rows),
-                             resamples=config.bootstrap, seed=config.seed)
-    return {"model": model, "task": task, "shots": shots, "metric": "unparsed",
-            "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
-            **_interval_fields(interval), "n": len(rows), "num_seeds": len(per_seed),
-            "count": int(sum(flags))}
+    interval = cell_interval(
+        "accuracy",
+        flags,
+        [True] * len(flags),
+        _seed_groups(rows),
+        resamples=config.bootstrap,
+        seed=config.seed,
+    )
+    return {
+        "model": model,
+        "task": task,
+        "shots": shots,
+        "metric": "unparsed",
+        "mean": float(np.mean(per_seed)),
+        "std": float(np.std(per_seed)),
+        **_interval_fields(interval),
+        "n": len(rows),
+        "num_seeds": len(per_seed),
+        "count": int(sum(flags)),
+    }
 
 
 def markdown_report(config, summary: list[dict], title: str) -> str:
-    lines = [f"# {title}", "",
-             f"Protocol `{config.protocol}`; {config.num_seeds} seed(s)"
-             + (f", {config.num_queries} queries per seed" if config.protocol == "queries" else "")
-             + ". Cells: mean ± std across demo sets (seeds × orders) [95% interval of that "
-             "mean over both demo sets and queries: one-way random effects, t quantile on "
-             "S − 1 degrees of freedom; ‡: one demo set, the interval covers query sampling "
-             "only].", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Protocol `{config.protocol}`; {config.num_seeds} seed(s)"
+        + (f", {config.num_queries} queries per seed" if config.protocol == "queries" else "")
+        + ". Cells: mean ± std across demo sets (seeds × orders) [95% interval of that "
+        "mean over both demo sets and queries: one-way random effects, t quantile on "
+        "S − 1 degrees of freedom; ‡: one demo set, the interval covers query sampling "
+        "only].",
+        "",
+    ]
     by_task: dict[tuple, list[dict]] = defaultdict(list)
     for s in summary:
         by_task[(s["task"], s["metric"])].append(s)
     for (task, metric), items in by_task.items():
         shots = sorted({s["shots"] for s in items})
-        lines += [f"## {task} — {metric}", "",
-                  "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |",
-                  "|---|" + "---|" * len(shots)]
+        lines += [
+            f"## {task} — {metric}",
+            "",
+            "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+            "|---|" + "---|" * len(shots),
+        ]
         models = list(dict.fromkeys(s["model"] for s in items))
         cell = {(s["model"], s["shots"]): s for s in items}
         for model in models:
@@ -123,9 +172,12 @@ def markdown_report(config, summary: list[dict], title: str) -> str:
             for k in shots:
                 s = cell.get((model, k))
                 mark = "‡" if s is not None and s.get("num_seeds") == 1 else ""
-                cells.append("" if s is None else
-                             f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci_low']:.2f}, "
-                             f"{s['ci_high']:.2f}]{mark}")
+                cells.append(
+                    ""
+                    if s is None
+                    else f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci_low']:.2f}, "
+                    f"{s['ci_high']:.2f}]{mark}"
+                )
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += variance_table(summary)
@@ -139,24 +191,39 @@ def variance_table(summary: list[dict]) -> list[str]:
     first: dict[str, str] = {}
     for s in summary:
         first.setdefault(s["task"], s["metric"])
-    cells = [s for s in summary if s.get("demo_set_share") is not None
-             and first[s["task"]] == s["metric"]]
+    cells = [
+        s
+        for s in summary
+        if s.get("demo_set_share") is not None and first[s["task"]] == s["metric"]
+    ]
     if not cells:
         return []
-    lines = ["## Variance from the demo set", "",
-             "Share of the variance of one demo set's score due to the choice of demonstrations "
-             "(σ̂²_between / (σ̂²_between + σ̂²_queries)); the rest is query sampling.", ""]
+    lines = [
+        "## Variance from the demo set",
+        "",
+        "Share of the variance of one demo set's score due to the choice of demonstrations "
+        "(σ̂²_between / (σ̂²_between + σ̂²_queries)); the rest is query sampling.",
+        "",
+    ]
     for task in dict.fromkeys(s["task"] for s in cells):
         items = [s for s in cells if s["task"] == task]
         shots = sorted({s["shots"] for s in items})
         cell = {(s["model"], s["shots"]): s for s in items}
-        lines += [f"**{task} — {first[task]}**", "",
-                  "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |",
-                  "|---|" + "---|" * len(shots)]
+        lines += [
+            f"**{task} — {first[task]}**",
+            "",
+            "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+            "|---|" + "---|" * len(shots),
+        ]
         for model in dict.fromkeys(s["model"] for s in items):
-            lines.append(f"| {model} | " + " | ".join(
-                f"{cell[(model, k)]['demo_set_share']:.0%}" if (model, k) in cell else ""
-                for k in shots) + " |")
+            lines.append(
+                f"| {model} | "
+                + " | ".join(
+                    f"{cell[(model, k)]['demo_set_share']:.0%}" if (model, k) in cell else ""
+                    for k in shots
+                )
+                + " |"
+            )
         lines.append("")
     return lines
 
@@ -180,8 +247,13 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
             x = np.array([s["shots"] for s in pts])
             y = np.array([s["mean"] for s in pts])
             ax.plot(x, y, marker="o", ms=3, label=model, color=colour[model])
-            ax.fill_between(x, [s["ci_low"] for s in pts], [s["ci_high"] for s in pts],
-                            color=colour[model], alpha=0.12)
+            ax.fill_between(
+                x,
+                [s["ci_low"] for s in pts],
+                [s["ci_high"] for s in pts],
+                color=colour[model],
+                alpha=0.12,
+            )
             if 0 in x:
                 ax.scatter([0], y[x == 0], marker="*", s=120, color=colour[model], zorder=3)
         ax.set_xscale("symlog", linthresh=1)
@@ -193,8 +265,9 @@ def plot_curves(summary: list[dict], columns: int = 3) -> bytes:
         ax.set_title(task)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colour[m], marker="o", ms=3) for m in learners]
-    fig.legend(handles, learners, loc="lower center", ncol=min(4, len(learners)), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles, learners, loc="lower center", ncol=min(4, len(learners)), fontsize=8, frameon=False
+    )
     fig.tight_layout(rect=(0, legend / height, 1, 1))
     return png_bytes(fig, 110)
 
@@ -203,21 +276,37 @@ def reports(config, tasks, rows: list[dict]) -> Reports:
     """Summary per model × task × shots × metric, its tables and the learning-curve figure."""
     summary = aggregate(config, rows)
     title = config.title or f"hf-icl {config.job}"
-    results = {"job": config.job, "config": to_dict(config), "versions": library_versions(),
-               "tasks": {t.name: {"family": t.definition.family, "source": t.definition.source,
-                                  **lm_eval_facts(t)} for t in tasks},
-               "summary": summary}
+    results = {
+        "job": config.job,
+        "config": to_dict(config),
+        "versions": library_versions(),
+        "tasks": {
+            t.name: {
+                "family": t.definition.family,
+                "source": t.definition.source,
+                **lm_eval_facts(t),
+            }
+            for t in tasks
+        },
+        "summary": summary,
+    }
     notes = lm_eval_notes(config, tasks)
-    return Reports(results, markdown_report(config, summary, title) + notes,
-                   {"curve.png": plot_curves(summary)})
+    return Reports(
+        results,
+        markdown_report(config, summary, title) + notes,
+        {"curve.png": plot_curves(summary)},
+    )
 
 
 def lm_eval_facts(task) -> dict[str, Any]:
     source = task.lm_eval
     if source is None:
         return {}
-    return {"lm_eval_group": source.task.group, "documents": len(source.docs),
-            "demos": source.demos_note}
+    return {
+        "lm_eval_group": source.task.group,
+        "documents": len(source.docs),
+        "demos": source.demos_note,
+    }
 
 
 def lm_eval_notes(config, tasks) -> str:
@@ -228,10 +317,11 @@ def lm_eval_notes(config, tasks) -> str:
         if not facts:
             continue
         group = f" (group {facts['lm_eval_group']})" if facts["lm_eval_group"] else ""
-        lines.append(f"- `{task.name}`: lm-eval task{group}, its first {facts['documents']} "
-                     f"documents (query_id = lm-eval's doc_id); demonstrations: "
-                     f"{facts['demos']}; accuracy is lm-eval's acc, acc_norm its "
-                     "length-normalised acc"
-                     + ("; baselines not run (choices vary per document)" if config.baselines
-                        else ""))
+        lines.append(
+            f"- `{task.name}`: lm-eval task{group}, its first {facts['documents']} "
+            f"documents (query_id = lm-eval's doc_id); demonstrations: "
+            f"{facts['demos']}; accuracy is lm-eval's acc, acc_norm its "
+            "length-normalised acc"
+            + ("; baselines not run (choices vary per document)" if config.baselines else "")
+        )
     return "\n".join(["", "## lm-eval tasks", "", *lines, ""]) if lines else ""

@@ -23,62 +23,104 @@ def judged(renderer: TextRenderer, episode: Episode, filtered: str, target: str)
     if not episode.is_regression:
         return {"pred": match_label(filtered, renderer.label_words(episode))}
     number = parse_number(filtered)
-    return {"pred": 0.0 if number is None else number / parse_scale(renderer),
-            "parsed": number is not None}
+    return {
+        "pred": 0.0 if number is None else number / parse_scale(renderer),
+        "parsed": number is not None,
+    }
 
 
-def generate_unit_rows(model, tokenizer, renderer: TextRenderer, shots: list[int], task: TaskRun,
-                       episode: Episode, base: dict) -> list[dict]:
+def generate_unit_rows(
+    model,
+    tokenizer,
+    renderer: TextRenderer,
+    shots: list[int],
+    task: TaskRun,
+    episode: Episode,
+    base: dict,
+) -> list[dict]:
     prompts = render_generation(renderer, episode)
     scoring = task.scoring
     until = prompts.until if scoring.until is None else scoring.until
-    generations = generate_queries(model, tokenizer, prompts, shots, until=until,
-                                   max_new_tokens=scoring.max_new_tokens,
-                                   batch_size=scoring.batch_size, where=f"task {task.name!r}")
+    generations = generate_queries(
+        model,
+        tokenizer,
+        prompts,
+        shots,
+        until=until,
+        max_new_tokens=scoring.max_new_tokens,
+        batch_size=scoring.batch_size,
+        where=f"task {task.name!r}",
+    )
     filters = scoring.parsed_filters()
     rows = []
     for k in shots:
         for q, gen in enumerate(generations[k]):
             filtered = apply_filters(gen.text, filters)
-            rows.append({**query_row(base, episode, k, q), "output": gen.text, "filtered": filtered,
-                         **judged(renderer, episode, filtered, prompts.targets[q])})
+            rows.append(
+                {
+                    **query_row(base, episode, k, q),
+                    "output": gen.text,
+                    "filtered": filtered,
+                    **judged(renderer, episode, filtered, prompts.targets[q]),
+                }
+            )
     return rows
 
 
-def check_lm_eval_generation(tokenizer, limit: int | None, source, shots: list[int],
-                             where) -> None:
+def check_lm_eval_generation(tokenizer, limit: int | None, source, shots: list[int], where) -> None:
     """An lm-eval generate_until task's prompts cut into a shared prefix (seed 0), and the
     longest prompt plus the task's max_gen_toks within the context window."""
     from hf_icl.lm_eval_generation import generation_settings, lm_eval_generation_prompts
     from hf_icl.render.generation import longest_generation
 
-    prompts = lm_eval_generation_prompts(TextRenderer(tokenizer), source.task, source.docs,
-                                         max(shots), source.selection_for(0))
+    prompts = lm_eval_generation_prompts(
+        TextRenderer(tokenizer), source.task, source.docs, max(shots), source.selection_for(0)
+    )
     _, new = generation_settings(source.task)
     if limit is not None and longest_generation(prompts, max(shots), new) > limit:
-        raise HfIclError(f"{where}: a prompt with {max(shots)} demonstrations plus max_gen_toks "
-                         f"{new} is {longest_generation(prompts, max(shots), new)} tokens, over "
-                         f"the model's context window of {limit}; lower shots")
+        raise HfIclError(
+            f"{where}: a prompt with {max(shots)} demonstrations plus max_gen_toks "
+            f"{new} is {longest_generation(prompts, max(shots), new)} tokens, over "
+            f"the model's context window of {limit}; lower shots"
+        )
 
 
-def lm_eval_generation_rows(model, tokenizer, source, shots: list[int], seed: int, base: dict,
-                            scoring) -> list[dict]:
+def lm_eval_generation_rows(
+    model, tokenizer, source, shots: list[int], seed: int, base: dict, scoring
+) -> list[dict]:
     """Each document's greedy answer at each shot count (the task's until and max_gen_toks),
     filtered by the scoring section's filters and compared with the document's target."""
     from hf_icl.lm_eval_generation import generation_settings, lm_eval_generation_prompts
 
-    prompts = lm_eval_generation_prompts(TextRenderer(tokenizer), source.task, source.docs,
-                                         max(shots), source.selection_for(seed))
+    prompts = lm_eval_generation_prompts(
+        TextRenderer(tokenizer), source.task, source.docs, max(shots), source.selection_for(seed)
+    )
     until, new = generation_settings(source.task)
-    generations = generate_queries(model, tokenizer, prompts, shots, until=until,
-                                   max_new_tokens=new, batch_size=scoring.batch_size,
-                                   where=f"lm-eval task {source.task.name!r}")
+    generations = generate_queries(
+        model,
+        tokenizer,
+        prompts,
+        shots,
+        until=until,
+        max_new_tokens=new,
+        batch_size=scoring.batch_size,
+        where=f"lm-eval task {source.task.name!r}",
+    )
     filters = scoring.parsed_filters()
     rows = []
     for k in shots:
         for q, (doc, gen) in enumerate(zip(source.docs, generations[k])):
             filtered = apply_filters(gen.text, filters)
-            rows.append({**base, "shots": k, "query": q, "query_id": doc.doc_id,
-                         "output": gen.text, "filtered": filtered, "pred": filtered,
-                         "gold": doc.target})
+            rows.append(
+                {
+                    **base,
+                    "shots": k,
+                    "query": q,
+                    "query_id": doc.doc_id,
+                    "output": gen.text,
+                    "filtered": filtered,
+                    "pred": filtered,
+                    "gold": doc.target,
+                }
+            )
     return rows

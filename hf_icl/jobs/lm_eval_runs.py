@@ -49,10 +49,15 @@ class LmEvalSource:
     def demos_note(self) -> str:
         """How the demonstrations were chosen, for the report."""
         if self.planned is not None:
-            return (f"{self.planned.selection} (order {self.planned.order}), hf-icl's selection "
-                    "over the task's few-shot pool (overrides its fewshot_config)")
-        how = ("demos.selection (overrides the task's fewshot_config)" if self.override
-               else "the task's fewshot_config")
+            return (
+                f"{self.planned.selection} (order {self.planned.order}), hf-icl's selection "
+                "over the task's few-shot pool (overrides its fewshot_config)"
+            )
+        how = (
+            "demos.selection (overrides the task's fewshot_config)"
+            if self.override
+            else "the task's fewshot_config"
+        )
         return f"{self.selection.resolved(self.task)}, from {how}"
 
     def selection_for(self, seed: int) -> DemoSelection:
@@ -60,8 +65,9 @@ class LmEvalSource:
             return DemoSelection(self.planned.selection, seed, rows=self.plan(seed).rows)
         if self.selection.shared(self.task):
             return self.selection
-        return DemoSelection(self.selection.selection, self.selection.seed + seed,
-                             self.selection.indices)
+        return DemoSelection(
+            self.selection.selection, self.selection.seed + seed, self.selection.indices
+        )
 
     def plan(self, seed: int, where: str = "demos"):
         """hf-icl's demo plan for one seed: the few-shot pool and the documents as text."""
@@ -72,18 +78,26 @@ class LmEvalSource:
 
         lm = self.task.task
         pool = self.task.fewshot_pool()
-        demo_pool = DemoPool(x=[lm.doc_to_text(d) for d in pool],
-                             y=np.array([_label(lm, d) for d in pool], dtype=np.int64),
-                             ids=list(range(len(pool))),
-                             shares_queries=lm.fewshot_cfg.split == lm.config.test_split)
-        episode = Episode(task=self.task.name, family="lm_eval", task_id=0, demo_x=[],
-                          demo_y=np.zeros(0, dtype=np.int64),
-                          query_x=[lm.doc_to_text(d.doc) for d in self.docs],
-                          query_y=np.array([d.gold for d in self.docs], dtype=np.int64),
-                          num_classes=max(len(d.choices) for d in self.docs),
-                          query_ids=[d.doc_id for d in self.docs])
-        ctx = SelectionContext(self.task.name, demo_pool, episode, max(self.shots), seed,
-                               self.planned, where=where)
+        demo_pool = DemoPool(
+            x=[lm.doc_to_text(d) for d in pool],
+            y=np.array([_label(lm, d) for d in pool], dtype=np.int64),
+            ids=list(range(len(pool))),
+            shares_queries=lm.fewshot_cfg.split == lm.config.test_split,
+        )
+        episode = Episode(
+            task=self.task.name,
+            family="lm_eval",
+            task_id=0,
+            demo_x=[],
+            demo_y=np.zeros(0, dtype=np.int64),
+            query_x=[lm.doc_to_text(d.doc) for d in self.docs],
+            query_y=np.array([d.gold for d in self.docs], dtype=np.int64),
+            num_classes=max(len(d.choices) for d in self.docs),
+            query_ids=[d.doc_id for d in self.docs],
+        )
+        ctx = SelectionContext(
+            self.task.name, demo_pool, episode, max(self.shots), seed, self.planned, where=where
+        )
         return plan_demos(ctx, list(self.shots), base_seed=self.base_seed)
 
     def num_seeds(self, config_seeds: int) -> int:
@@ -110,13 +124,17 @@ def _selection(options: DemoOptions | None, seed: int, where: Entry) -> DemoSele
         return DemoSelection("task", seed)
     check_options(options, f"{where}.demos")
     if options.permutations != 1:
-        raise HfIclError(f"{where}.demos.permutations: lm-eval tasks run their demonstrations "
-                         "in one order; set permutations: 1")
+        raise HfIclError(
+            f"{where}.demos.permutations: lm-eval tasks run their demonstrations "
+            "in one order; set permutations: 1"
+        )
     if options.selection not in LM_EVAL_SELECTIONS:
         return DemoSelection(options.selection, seed)  # planned by hf-icl (LmEvalSource.plan)
     if options.order != "as_selected":
-        raise HfIclError(f"{where}.demos.order: selection {options.selection!r} on an lm-eval "
-                         f"task keeps its order (as_selected), got {options.order!r}")
+        raise HfIclError(
+            f"{where}.demos.order: selection {options.selection!r} on an lm-eval "
+            f"task keeps its order (as_selected), got {options.order!r}"
+        )
     indices: tuple[int, ...] = ()
     if options.selection == "fixed":
         from hf_icl.demos.selection import read_fixed
@@ -127,16 +145,19 @@ def _selection(options: DemoOptions | None, seed: int, where: Entry) -> DemoSele
     return DemoSelection(options.selection, seed, indices)
 
 
-def prepare_lm_eval_entry(config, ref: dict, demos: DemoOptions | None,
-                          where: Entry) -> list[tuple[TaskDef, LmEvalSource]]:
+def prepare_lm_eval_entry(
+    config, ref: dict, demos: DemoOptions | None, where: Entry
+) -> list[tuple[TaskDef, LmEvalSource]]:
     """Load and check an entry (its ``demos:`` already merged over the config's): the task(s),
     the first ``num_queries`` documents, the demo selection and that the pool holds the most
     shots asked for."""
     unknown = [k for k in ref if k not in ENTRY_KEYS]
     if unknown:
-        raise HfIclError(f"{where}: unknown key {unknown[0]!r} in an lm-eval task entry"
-                         f"{did_you_mean(unknown[0], ENTRY_KEYS)}; allowed: "
-                         f"{', '.join(ENTRY_KEYS)}, models, scoring, demos")
+        raise HfIclError(
+            f"{where}: unknown key {unknown[0]!r} in an lm-eval task entry"
+            f"{did_you_mean(unknown[0], ENTRY_KEYS)}; allowed: "
+            f"{', '.join(ENTRY_KEYS)}, models, scoring, demos"
+        )
     name, include_path = ref["lm_eval"], ref.get("include_path")
     if not isinstance(name, str) or not name:
         raise HfIclError(f"{where}.lm_eval: expected a task name or YAML path, got {name!r}")
@@ -154,23 +175,34 @@ def prepare_lm_eval_entry(config, ref: dict, demos: DemoOptions | None,
             else:
                 docs = mc_documents(task, config.num_queries)
             check_shots(task, selection, max(config.shots))
-            definition = TaskDef(name=task.name, family="lm_eval", source=name,
-                                 description=f"lm-eval task {task.name}"
-                                 + (f" (group {task.group})" if task.group else ""))
+            definition = TaskDef(
+                name=task.name,
+                family="lm_eval",
+                source=name,
+                description=f"lm-eval task {task.name}"
+                + (f" (group {task.group})" if task.group else ""),
+            )
             source = LmEvalSource(task, docs, selection, selection.selection != "task")
             if selection.selection not in ("task", *LM_EVAL_SELECTIONS):
                 if task.output_type != "multiple_choice":
-                    raise HfIclError(f"demos.selection {selection.selection!r} applies to "
-                                     f"multiple-choice lm-eval tasks; {task.name!r} is "
-                                     f"{task.output_type}")
-                source.planned, source.shots, source.base_seed = demos, tuple(config.shots), config.seed
+                    raise HfIclError(
+                        f"demos.selection {selection.selection!r} applies to "
+                        f"multiple-choice lm-eval tasks; {task.name!r} is "
+                        f"{task.output_type}"
+                    )
+                source.planned, source.shots, source.base_seed = (
+                    demos,
+                    tuple(config.shots),
+                    config.seed,
+                )
                 source.plan(0, where=f"{where}.demos")  # selection errors before the run
             out.append((definition, source))
     return out
 
 
-def check_lm_eval_prompts(tokenizer, limit: int | None, source: LmEvalSource, shots: list[int],
-                          where: Entry) -> None:
+def check_lm_eval_prompts(
+    tokenizer, limit: int | None, source: LmEvalSource, shots: list[int], where: Entry
+) -> None:
     """Every prompt (seed 0) tokenized as lm-eval does; the longest must fit the window."""
     from hf_icl.lm_eval_tasks import LmEvalEncoder
     from hf_icl.multiple_choice import check_window, lm_eval_requests
@@ -187,8 +219,16 @@ def check_lm_eval_prompts(tokenizer, limit: int | None, source: LmEvalSource, sh
         check_window(requests, limit, f"{where}: shots {k}")
 
 
-def lm_eval_unit_rows(model, tokenizer, source: LmEvalSource, shots: list[int], seed: int,
-                      base: dict, pack_tokens: int, scoring=None) -> list[dict]:
+def lm_eval_unit_rows(
+    model,
+    tokenizer,
+    source: LmEvalSource,
+    shots: list[int],
+    seed: int,
+    base: dict,
+    pack_tokens: int,
+    scoring=None,
+) -> list[dict]:
     """One unit's rows: each document at each shot count, with lm-eval's acc and acc_norm
     predictions and every choice's log-likelihood (generate_until: the filtered answer)."""
     from hf_icl.multiple_choice import predictions, score_lm_eval_task
@@ -198,22 +238,37 @@ def lm_eval_unit_rows(model, tokenizer, source: LmEvalSource, shots: list[int], 
 
         return lm_eval_generation_rows(model, tokenizer, source, shots, seed, base, scoring)
 
-    curve = score_lm_eval_task(model, tokenizer, source.task, source.docs, shots,
-                               source.selection_for(seed), pack_tokens=pack_tokens)
+    curve = score_lm_eval_task(
+        model,
+        tokenizer,
+        source.task,
+        source.docs,
+        shots,
+        source.selection_for(seed),
+        pack_tokens=pack_tokens,
+    )
     unconditional = None
     if "acc_mutual_info" in source.task.task._metric_fn_list:
         from hf_icl.multiple_choice import unconditional_scores
 
-        unconditional = unconditional_scores(model, tokenizer, source.task, source.docs,
-                                             pack_tokens=pack_tokens)
+        unconditional = unconditional_scores(
+            model, tokenizer, source.task, source.docs, pack_tokens=pack_tokens
+        )
     rows = []
     for k in shots:
         for q, (doc, scores) in enumerate(zip(source.docs, curve[k])):
             pred, pred_norm = predictions(scores, doc.choices)
-            row = {**base, "shots": k, "query": q, "query_id": doc.doc_id,
-                   "gold": doc.gold, "pred": pred, "pred_norm": pred_norm,
-                   "loglikelihoods": [round(v, 6) for v in scores.loglikelihoods],
-                   "greedy": scores.greedy}
+            row = {
+                **base,
+                "shots": k,
+                "query": q,
+                "query_id": doc.doc_id,
+                "gold": doc.gold,
+                "pred": pred,
+                "pred_norm": pred_norm,
+                "loglikelihoods": [round(v, 6) for v in scores.loglikelihoods],
+                "greedy": scores.greedy,
+            }
             if unconditional is not None:  # lm-eval's acc_mutual_info: log p(c|ctx) - log p(c)
                 prior = unconditional[q].loglikelihoods
                 gain = [a - b for a, b in zip(scores.loglikelihoods, prior)]

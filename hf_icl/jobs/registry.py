@@ -27,13 +27,28 @@ class JobEntry:
 
 
 JOBS: Registry[JobEntry] = Registry("job")
-JOBS.register("evaluate")(JobEntry("hf_icl.jobs.evaluate", "hf_icl.jobs.evaluate_config:EvaluateConfig",
-                                   "hf_icl.jobs.checks:check_evaluation"))
-JOBS.register("compare")(JobEntry("hf_icl.jobs.compare", "hf_icl.jobs.compare_config:CompareConfig",
-                                  "hf_icl.jobs.checks:check_evaluation"))
+JOBS.register("evaluate")(
+    JobEntry(
+        "hf_icl.jobs.evaluate",
+        "hf_icl.jobs.evaluate_config:EvaluateConfig",
+        "hf_icl.jobs.checks:check_evaluation",
+    )
+)
+JOBS.register("compare")(
+    JobEntry(
+        "hf_icl.jobs.compare",
+        "hf_icl.jobs.compare_config:CompareConfig",
+        "hf_icl.jobs.checks:check_evaluation",
+    )
+)
 JOBS.register("train")(JobEntry("hf_icl.jobs.train", "hf_icl.training.config:TrainConfig"))
-JOBS.register("suite")(JobEntry("hf_icl.jobs.suite", "hf_icl.jobs.suite_config:SuiteConfig",
-                                "hf_icl.jobs.suite_config:check_runs"))
+JOBS.register("suite")(
+    JobEntry(
+        "hf_icl.jobs.suite",
+        "hf_icl.jobs.suite_config:SuiteConfig",
+        "hf_icl.jobs.suite_config:check_runs",
+    )
+)
 
 
 def _load(path: str) -> Any:

@@ -29,8 +29,7 @@ def _agree(shard, error: HfIclError | None) -> None:
 
 
 @contextmanager
-def claimed(folder: RunFolder, job: str, resolved: dict, overwrite: bool,
-            shard) -> Iterator[None]:
+def claimed(folder: RunFolder, job: str, resolved: dict, overwrite: bool, shard) -> Iterator[None]:
     """The main process claims ``folder`` (lock, marker, config.yaml) for the body; every process
     learns whether that worked (so a refused folder stops all of them with the same error)."""
     with ExitStack() as stack:
@@ -44,8 +43,9 @@ def claimed(folder: RunFolder, job: str, resolved: dict, overwrite: bool,
         yield
 
 
-def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: bool,
-            options: JobOptions) -> dict | None:
+def run_job(
+    job: str, data: dict, path: Path, *, out: str | None, overwrite: bool, options: JobOptions
+) -> dict | None:
     """Validate the config, the folder and the job's inputs, then claim the folder and run."""
     config = from_dict(job_config(job, where=f"{path}: job"), data, source=str(path))
     resolved = to_dict(config)
@@ -69,9 +69,15 @@ def run_job(job: str, data: dict, path: Path, *, out: str | None, overwrite: boo
     return results
 
 
-def run_config(config: str | Path, *, job: str | None = None, overrides: Sequence[str] = (),
-               out: str | None = None, overwrite: bool = False,
-               options: JobOptions | None = None) -> dict | None:
+def run_config(
+    config: str | Path,
+    *,
+    job: str | None = None,
+    overrides: Sequence[str] = (),
+    out: str | None = None,
+    overwrite: bool = False,
+    options: JobOptions | None = None,
+) -> dict | None:
     """Run a config file (or built-in config name) as `hf-icl JOB` does; `job=None` dispatches
     on the config's `job:` field, as `hf-icl run`. Returns the job's results."""
     options = options or JobOptions()
@@ -81,8 +87,9 @@ def run_config(config: str | Path, *, job: str | None = None, overrides: Sequenc
     if job not in JOBS:
         raise unknown_name("job", job, JOBS, where=f"{path}: job")
     if data.get("job", job) != job:
-        raise HfIclError(f"{path}: job is {data['job']!r}; run it with `hf-icl {data['job']}` "
-                         "or `hf-icl run`")
+        raise HfIclError(
+            f"{path}: job is {data['job']!r}; run it with `hf-icl {data['job']}` or `hf-icl run`"
+        )
     data["job"] = job
     if options.push_to_hub:
         if job != "train":

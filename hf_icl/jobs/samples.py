@@ -31,9 +31,14 @@ def unit_row(unit: Unit, label: str, task: str, episode: Episode | None) -> dict
 
 def query_row(base: dict, episode: Episode, shots: int, q: int) -> dict[str, Any]:
     """`queries` protocol: query q after the first `shots` demonstrations."""
-    return {**base, "shots": shots, "query": q,
-            "query_id": episode.query_ids[q] if episode.query_ids else q,
-            "demo_ids": episode.demo_ids[:shots], "gold": gold(episode, episode.query_y[q])}
+    return {
+        **base,
+        "shots": shots,
+        "query": q,
+        "query_id": episode.query_ids[q] if episode.query_ids else q,
+        "demo_ids": episode.demo_ids[:shots],
+        "gold": gold(episode, episode.query_y[q]),
+    }
 
 
 def position_row(base: dict, episode: Episode, shots: int) -> dict[str, Any]:

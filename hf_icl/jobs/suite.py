@@ -18,19 +18,20 @@ from hf_icl.runtime import JobOptions
 Config = SuiteConfig
 
 
-def prepare(config: SuiteConfig, source: str = "config",
-            options: JobOptions | None = None) -> list:
+def prepare(config: SuiteConfig, source: str = "config", options: JobOptions | None = None) -> list:
     """Every run's checks, before the suite writes anything; errors name the run."""
     plans = []
     for i, spec in enumerate(config.runs):
         job, run_config = config.run_config(i)
-        plans.append(job_module(job).prepare(run_config, f"{source}: runs.{i} ({spec.name})",
-                                             options))
+        plans.append(
+            job_module(job).prepare(run_config, f"{source}: runs.{i} ({spec.name})", options)
+        )
     return plans
 
 
-def run(config: SuiteConfig, folder: RunFolder, options: JobOptions,
-        plans: list | None = None) -> dict | None:
+def run(
+    config: SuiteConfig, folder: RunFolder, options: JobOptions, plans: list | None = None
+) -> dict | None:
     plans = plans or prepare(config, options=options)
     results = []
     for i, (spec, plan) in enumerate(zip(config.runs, plans)):
@@ -42,9 +43,15 @@ def run(config: SuiteConfig, folder: RunFolder, options: JobOptions,
             results.append(job_module(job).run(run_config, sub, options, plan))
     if options.shard.rank != 0:
         return None
-    summary = {"job": "suite", "config": to_dict(config), "versions": library_versions(),
-               "runs": [{"name": spec.name, "job": result["job"], "results": result}
-                        for spec, result in zip(config.runs, results)]}
+    summary = {
+        "job": "suite",
+        "config": to_dict(config),
+        "versions": library_versions(),
+        "runs": [
+            {"name": spec.name, "job": result["job"], "results": result}
+            for spec, result in zip(config.runs, results)
+        ],
+    }
     write_reports(folder, reports(config, folder, summary))
     return summary
 
@@ -52,5 +59,8 @@ def run(config: SuiteConfig, folder: RunFolder, options: JobOptions,
 def summary(results: dict) -> str:
     parts = []
     for item in results["runs"]:
-        parts += [f"== {item['name']} ({item['job']})", job_module(item["job"]).summary(item["results"])]
+        parts += [
+            f"== {item['name']} ({item['job']})",
+            job_module(item["job"]).summary(item["results"]),
+        ]
     return "\n".join(parts)

@@ -16,11 +16,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,^+-]*$")
 @dataclass
 class SuiteRun:
     name: str = option(help="the run's label and sub-folder (letters, digits, _ . = , ^ + -)")
-    config: dict[str, Any] = option(default_factory=dict,
-                                    help="a job config (job: evaluate, compare or train) "
-                                    "merged over the suite's base")
-    set: dict[str, Any] = option(default_factory=dict,
-                                 help="dotted overrides applied last, e.g. {train.steps: 500}")
+    config: dict[str, Any] = option(
+        default_factory=dict,
+        help="a job config (job: evaluate, compare or train) merged over the suite's base",
+    )
+    set: dict[str, Any] = option(
+        default_factory=dict, help="dotted overrides applied last, e.g. {train.steps: 500}"
+    )
 
 
 @dataclass
@@ -28,8 +30,10 @@ class SuiteConfig:
     job: Literal["suite"] = option("suite", help="which job this config runs")
     title: str = option("", help="report title")
     description: str = option("", help="a paragraph for the report: the question and the setting")
-    base: dict[str, Any] = option(default_factory=dict,
-                                  help="config shared by the runs of its job (each run's config overrides it)")
+    base: dict[str, Any] = option(
+        default_factory=dict,
+        help="config shared by the runs of its job (each run's config overrides it)",
+    )
     runs: list[SuiteRun] = option(default_factory=list, help="the runs, in order")
 
     def __post_init__(self) -> None:
@@ -38,8 +42,10 @@ class SuiteConfig:
         names = [r.name for r in self.runs]
         bad = [n for n in names if not _NAME.match(n)]
         if bad:
-            raise ValueError(f"runs: name {bad[0]!r} is not a folder name; allowed: letters, "
-                             "digits, _ . = , ^ + - (not first)")
+            raise ValueError(
+                f"runs: name {bad[0]!r} is not a folder name; allowed: letters, "
+                "digits, _ . = , ^ + - (not first)"
+            )
         if len(set(names)) != len(names):
             raise ValueError(f"runs: duplicate run name in {names}")
         for i in range(len(self.runs)):
@@ -50,8 +56,11 @@ class SuiteConfig:
         run = self.runs[i]
         base_job = self.base.get("job", "evaluate")
         same_job = run.config.get("job", base_job) == base_job
-        data = deep_merge(copy.deepcopy(self.base), run.config) if same_job \
+        data = (
+            deep_merge(copy.deepcopy(self.base), run.config)
+            if same_job
             else copy.deepcopy(run.config)
+        )
         for path, value in run.set.items():
             set_path(data, path, copy.deepcopy(value), source=f"runs.{i}.set")
         job = data.setdefault("job", "evaluate")

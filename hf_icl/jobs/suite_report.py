@@ -24,10 +24,16 @@ def reports(config: SuiteConfig, folder: RunFolder, results: dict) -> Reports:
     lines = [f"# {config.title or 'hf-icl suite'}", ""]
     if config.description:
         lines += [config.description.strip(), ""]
-    lines += ["| run | job | final training loss | loss 5% below ln C (left the plateau) at step "
-              "| folder |", "|---|---|---|---|---|"]
-    metrics = {r["name"]: RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
-               for r in results["runs"] if r["job"] == "train"}
+    lines += [
+        "| run | job | final training loss | loss 5% below ln C (left the plateau) at step "
+        "| folder |",
+        "|---|---|---|---|---|",
+    ]
+    metrics = {
+        r["name"]: RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
+        for r in results["runs"]
+        if r["job"] == "train"
+    }
     for i, r in enumerate(results["runs"]):
         loss, step = "—", "—"
         if r["job"] == "train":
@@ -37,8 +43,10 @@ def reports(config: SuiteConfig, folder: RunFolder, results: dict) -> Reports:
             if classes:
                 found = plateau_end(rows, math.log(classes))
                 step = "not reached" if found is None else str(found)
-        lines.append(f"| {r['name']} | {r['job']} | {loss} | {step} | "
-                     f"[{r['name']}/]({r['name']}/report.md) |")
+        lines.append(
+            f"| {r['name']} | {r['job']} | {loss} | {step} | "
+            f"[{r['name']}/]({r['name']}/report.md) |"
+        )
     trained = [r for r in results["runs"] if r["job"] == "train"]
     if trained:
         lines += ["", "![train runs overlaid](suite.png)"]
@@ -63,8 +71,9 @@ def plateau_end(rows: list[dict], level: float, drop: float = 0.05) -> int | Non
     With ``level`` = ln C (the loss of guessing from the label frequencies, where GPICL's loss
     plateau sits), this is the step at which a run leaves the plateau, or starts to beat it.
     """
-    return next((r["step"] for r in rows
-                 if r["kind"] == "train" and r["loss"] <= (1 - drop) * level), None)
+    return next(
+        (r["step"] for r in rows if r["kind"] == "train" and r["loss"] <= (1 - drop) * level), None
+    )
 
 
 BASELINE_STYLES = [":", "--", "-.", (0, (1, 3)), (0, (5, 1))]
@@ -88,33 +97,58 @@ def _band(ax, x, ys: list[list[float]], color=None, label: str = "", **style):
     width = min(len(y) for y in ys)
     values = np.array([y[:width] for y in ys], dtype=float)
     mean = values.mean(0)
-    line, = ax.plot(x[:width], mean, color=color, label=label, **style)
+    (line,) = ax.plot(x[:width], mean, color=color, label=label, **style)
     if len(ys) > 1:
-        ax.fill_between(x[:width], mean - values.std(0), mean + values.std(0),
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(
+            x[:width],
+            mean - values.std(0),
+            mean + values.std(0),
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
     return line.get_color()
 
 
 def plot_train_runs(runs: list[dict], metrics: dict[str, list[dict]]) -> bytes:
     """Loss and unseen-task metric over training per run; final learning curves per task. Runs
     that differ only in their seed are drawn as one mean line with a ± 1 std band."""
-    keys = list(dict.fromkeys((s["task"], s["split"]) for r in runs
-                              for s in r["results"]["summary"]))
+    keys = list(
+        dict.fromkeys((s["task"], s["split"]) for r in runs for s in r["results"]["summary"])
+    )
     fig, axes = panel_grid(2 + len(keys))
     for name, group in seed_groups(runs).items():
         label = name + (f" ({len(group)} seeds)" if len(group) > 1 else "")
         train = [[x for x in metrics[r["name"]] if x["kind"] == "train"] for r in group]
-        color = _band(axes[0], [x["step"] for x in train[0]],
-                      [[x["loss"] for x in t] for t in train], label=label)
+        color = _band(
+            axes[0],
+            [x["step"] for x in train[0]],
+            [[x["loss"] for x in t] for t in train],
+            label=label,
+        )
         for key in keys:
-            evals = [[x for x in metrics[r["name"]]
-                      if x["kind"] == "eval" and (x["task"], x["split"]) == key] for r in group]
+            evals = [
+                [
+                    x
+                    for x in metrics[r["name"]]
+                    if x["kind"] == "eval" and (x["task"], x["split"]) == key
+                ]
+                for r in group
+            ]
             if evals[0] and key[1] == "unseen":
-                _band(axes[1], [x["step"] for x in evals[0]], [[x["mean"] for x in e] for e in evals],
-                      color=color, label=f"{label} · {key[0]}", marker="o", ms=3)
+                _band(
+                    axes[1],
+                    [x["step"] for x in evals[0]],
+                    [[x["mean"] for x in e] for e in evals],
+                    color=color,
+                    label=f"{label} · {key[0]}",
+                    marker="o",
+                    ms=3,
+                )
         for ax, key in zip(axes[2:], keys):
-            found = [s for r in group for s in r["results"]["summary"]
-                     if (s["task"], s["split"]) == key]
+            found = [
+                s for r in group for s in r["results"]["summary"] if (s["task"], s["split"]) == key
+            ]
             if found:
                 curves = [s["after"]["curve"] for s in found]
                 _band(ax, list(range(len(curves[0]))), curves, color=color, label=label)
@@ -123,8 +157,12 @@ def plot_train_runs(runs: list[dict], metrics: dict[str, list[dict]]) -> bytes:
                     ax.set_yscale("log")  # a diverging learner (e.g. GD run past its step size)
             for j, b in enumerate(group[0]["results"]["baselines"]):
                 if b["task"] == key[0] and key[1] == "unseen" and group[0] is runs[0]:
-                    ax.plot(b["curve"], linestyle=BASELINE_STYLES[j % len(BASELINE_STYLES)],
-                            color=str(0.2 + 0.5 * (j % 3) / 2), label=b["baseline"])
+                    ax.plot(
+                        b["curve"],
+                        linestyle=BASELINE_STYLES[j % len(BASELINE_STYLES)],
+                        color=str(0.2 + 0.5 * (j % 3) / 2),
+                        label=b["baseline"],
+                    )
     axes[0].set(title="training loss", xlabel="step")
     axes[1].set(title="unseen tasks during training", xlabel="step", ylabel="mean over positions")
     for ax, (task, split) in zip(axes[2:], keys):

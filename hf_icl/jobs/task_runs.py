@@ -54,23 +54,29 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
         if is_lm_eval_entry(ref):
             if config.protocol != "queries":  # output_type decides loglikelihood / generation
                 raise HfIclError(f"{where}: lm-eval tasks need protocol: queries")
-            runs += [TaskRun(definition, None, RenderOptions(), models, scoring, source)
-                     for definition, source in prepare_lm_eval_entry(config, ref, demos, where)]
+            runs += [
+                TaskRun(definition, None, RenderOptions(), models, scoring, source)
+                for definition, source in prepare_lm_eval_entry(config, ref, demos, where)
+            ]
             continue
         definition, sampler = load_task(ref, where)
         render = parse_section(definition, RenderOptions, "render", definition.render, where)
         if render.renderer != "text":
-            raise HfIclError(f"{where}: render.renderer {render.renderer!r} needs a trained "
-                             "read-in; evaluate pretrained LLMs with renderer: text")
+            raise HfIclError(
+                f"{where}: render.renderer {render.renderer!r} needs a trained "
+                "read-in; evaluate pretrained LLMs with renderer: text"
+            )
         if scoring.method == "generate" and config.protocol != "queries":
             raise HfIclError(f"{where}: scoring.method generate needs protocol: queries")
         check_demos(config, demos, scoring, where)
-        runs.append(TaskRun(definition, sampler, render, models, scoring, demos=demos,
-                            where=str(where)))
+        runs.append(
+            TaskRun(definition, sampler, render, models, scoring, demos=demos, where=str(where))
+        )
     names = [t.name for t in runs]
     if len(set(names)) != len(names):
-        raise HfIclError(f"{source}: tasks: duplicate task name in {names}; give one an alias "
-                         "with 'as:'")
+        raise HfIclError(
+            f"{source}: tasks: duplicate task name in {names}; give one an alias with 'as:'"
+        )
     return runs
 
 
@@ -83,7 +89,9 @@ def task_scoring(config: EvaluateConfig, ref, where: Entry) -> tuple[object, Sco
     if not isinstance(own, dict):
         raise HfIclError(f"{where}.scoring: expected a mapping, got {own!r}")
     merged = {**to_dict(config.scoring), **own}
-    return ref, from_dict(ScoringOptions, merged, source=where.source, prefix=f"{where.key}.scoring")
+    return ref, from_dict(
+        ScoringOptions, merged, source=where.source, prefix=f"{where.key}.scoring"
+    )
 
 
 def task_demos(config: EvaluateConfig, ref, where: Entry) -> tuple[object, DemoOptions]:
@@ -95,21 +103,26 @@ def task_demos(config: EvaluateConfig, ref, where: Entry) -> tuple[object, DemoO
     if not isinstance(own, dict):
         raise HfIclError(f"{where}.demos: expected a mapping, got {own!r}")
     if own.get("permutations", config.demos.permutations) != config.demos.permutations:
-        raise HfIclError(f"{where}.demos.permutations: the number of orders is one axis of the "
-                         "whole run; set it in the top-level demos: section")
+        raise HfIclError(
+            f"{where}.demos.permutations: the number of orders is one axis of the "
+            "whole run; set it in the top-level demos: section"
+        )
     merged = {**to_dict(config.demos), **own}
     return ref, from_dict(DemoOptions, merged, source=where.source, prefix=f"{where.key}.demos")
 
 
-def check_demos(config: EvaluateConfig, demos: DemoOptions, scoring: ScoringOptions,
-                where: Entry) -> None:
+def check_demos(
+    config: EvaluateConfig, demos: DemoOptions, scoring: ScoringOptions, where: Entry
+) -> None:
     """Names known, and a selection only where a protocol and scoring method can use it."""
     check_options(demos, f"{where}.demos")
     if demos.default:
         return
     if config.protocol == "sequential":
-        raise HfIclError(f"{where}.demos: the sequential protocol predicts each example from the "
-                         "ones before it; demos.selection and demos.order need protocol: queries")
+        raise HfIclError(
+            f"{where}.demos: the sequential protocol predicts each example from the "
+            "ones before it; demos.selection and demos.order need protocol: queries"
+        )
 
 
 def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -> Episode:
@@ -125,8 +138,9 @@ def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -
     return episode.with_demos([int(i) for i in perm])
 
 
-def unit_demos(config: EvaluateConfig, task: TaskRun, seed: int,
-               order: int) -> tuple[Episode, DemoPlan | None]:
+def unit_demos(
+    config: EvaluateConfig, task: TaskRun, seed: int, order: int
+) -> tuple[Episode, DemoPlan | None]:
     """A unit's episode and, when its queries see different demonstrations (per-query
     selections, orders that break prefixes), its demo plan. A plan shared by every query whose
     prompts extend one another is folded into the episode, so every scorer handles it."""
@@ -134,8 +148,15 @@ def unit_demos(config: EvaluateConfig, task: TaskRun, seed: int,
         return draw_episode(config, task, seed, order), None
     episode = draw_episode(config, task, seed, 0)
     shots = max(config.shots)
-    ctx = SelectionContext(task.name, demo_pool(task.sampler, episode), episode, shots, seed,
-                           task.demos, where=f"{task.where}.demos")
+    ctx = SelectionContext(
+        task.name,
+        demo_pool(task.sampler, episode),
+        episode,
+        shots,
+        seed,
+        task.demos,
+        where=f"{task.where}.demos",
+    )
     plan = plan_demos(ctx, config.shots, permutation=order, base_seed=config.seed)
     if plan.shared and plan.prefix_consistent():
         rows = plan.rows(0, max(config.shots))
@@ -143,8 +164,9 @@ def unit_demos(config: EvaluateConfig, task: TaskRun, seed: int,
     return episode, plan
 
 
-def first_episodes(config: EvaluateConfig, tasks: list[TaskRun],
-                   source: str) -> list[Episode | None]:
+def first_episodes(
+    config: EvaluateConfig, tasks: list[TaskRun], source: str
+) -> list[Episode | None]:
     """Each task's first episode (seed 0, order 0), after checking shots against its pool."""
     needed = max(config.shots) + (1 if config.protocol == "sequential" else 0)
     episodes = []
@@ -155,15 +177,19 @@ def first_episodes(config: EvaluateConfig, tasks: list[TaskRun],
             continue
         pool = task.sampler.max_demos()
         if pool is not None and needed > pool:
-            raise HfIclError(f"{where}: shots: {max(config.shots)} demonstrations requested but "
-                             f"task {task.name!r} has {pool} examples to draw them from; "
-                             "lower shots")
+            raise HfIclError(
+                f"{where}: shots: {max(config.shots)} demonstrations requested but "
+                f"task {task.name!r} has {pool} examples to draw them from; "
+                "lower shots"
+            )
         with located(where):
             episode, plan = unit_demos(config, task, 0, 0)
         if plan is not None and task.scoring.method == "generate":
-            raise HfIclError(f"{where}.demos: generation scores one demo list per unit; "
-                             f"selection {task.demos.selection!r} with order "
-                             f"{task.demos.order!r} gives queries their own lists")
+            raise HfIclError(
+                f"{where}.demos: generation scores one demo list per unit; "
+                f"selection {task.demos.selection!r} with order "
+                f"{task.demos.order!r} gives queries their own lists"
+            )
         episodes.append(episode if plan is None else longest_prompts(plan, max(config.shots)))
     return episodes
 
@@ -171,6 +197,7 @@ def first_episodes(config: EvaluateConfig, tasks: list[TaskRun],
 def longest_prompts(plan: DemoPlan, shots: int) -> Episode:
     """The episode whose demonstrations are the longest any query sees (by characters), for the
     context-window check before the run; the scorer checks every prompt again."""
+
     def size(q: int) -> int:
         return sum(len(str(plan.pool.x[r])) for r in plan.rows(q, shots))
 

@@ -15,8 +15,9 @@ from hf_icl.training.tasks import PreparedTasks, build_tasks, load_entries
 Config = TrainConfig
 
 
-def prepare(config: TrainConfig, source: str = "config",
-            options: JobOptions | None = None) -> PreparedTasks:
+def prepare(
+    config: TrainConfig, source: str = "config", options: JobOptions | None = None
+) -> PreparedTasks:
     """Every check a train run can make before its folder exists: the model spec, every task
     entry (parameters, render options, a first episode), the baselines, the machine, and what
     the tokenizer decides (one renderer kind, single-token label words, one read-in size).
@@ -42,8 +43,9 @@ def prepare(config: TrainConfig, source: str = "config",
     return prepared
 
 
-def run(config: TrainConfig, folder: RunFolder, options: JobOptions,
-        plan: PreparedTasks | None = None) -> dict | None:
+def run(
+    config: TrainConfig, folder: RunFolder, options: JobOptions, plan: PreparedTasks | None = None
+) -> dict | None:
     from hf_icl.training.loop import train
 
     folder.file("runs")  # TensorBoard logs, written by accelerate's tracker
@@ -53,5 +55,7 @@ def run(config: TrainConfig, folder: RunFolder, options: JobOptions,
 def summary(results: dict) -> str:
     from hf_icl.training.report import summary_lines
 
-    lines = [f"{results['model']}: {results['steps']} steps, final loss {results['final_loss']:.4f}"]
+    lines = [
+        f"{results['model']}: {results['steps']} steps, final loss {results['final_loss']:.4f}"
+    ]
     return "\n".join(lines + summary_lines(results))

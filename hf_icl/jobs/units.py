@@ -68,13 +68,20 @@ class UnitPlan:
     @property
     def units(self) -> list[Unit]:
         """Every unit in report order: learner, task, seed, order."""
-        return [Unit(i, t, s, o, unit_key(learner.label, self.task_names[t], s, o))
-                for i, learner in enumerate(self.learners) for t in learner.tasks
-                for s in range(self.shape(t)[0]) for o in range(self.shape(t)[1])]
+        return [
+            Unit(i, t, s, o, unit_key(learner.label, self.task_names[t], s, o))
+            for i, learner in enumerate(self.learners)
+            for t in learner.tasks
+            for s in range(self.shape(t)[0])
+            for o in range(self.shape(t)[1])
+        ]
 
 
-def model_learner(spec: ModelSpec, tasks: list[int],
-                  setup: Callable[[ModelSpec, Any, Any], Callable[[Unit], list[dict]]]) -> Learner:
+def model_learner(
+    spec: ModelSpec,
+    tasks: list[int],
+    setup: Callable[[ModelSpec, Any, Any], Callable[[Unit], list[dict]]],
+) -> Learner:
     """A model as a learner: loaded once per process that has units for it, freed afterwards.
     ``setup(spec, model, tokenizer)`` returns the function that gives one unit's rows."""
 
@@ -91,8 +98,9 @@ def model_learner(spec: ModelSpec, tasks: list[int],
     return Learner(spec.label, tasks, run)
 
 
-def run_units(plan: UnitPlan, folder: RunFolder, shard: Shard | None = None,
-              progress: bool = True) -> list[dict] | None:
+def run_units(
+    plan: UnitPlan, folder: RunFolder, shard: Shard | None = None, progress: bool = True
+) -> list[dict] | None:
     """Run (or resume) every unit not yet in samples.jsonl; the main process returns all
     samples in unit order (other processes None)."""
     shard = shard or Shard()
@@ -115,8 +123,9 @@ def run_units(plan: UnitPlan, folder: RunFolder, shard: Shard | None = None,
     return sort_samples(folder, [u.key for u in units])
 
 
-def _run(learners: list[Learner], todo: list[Unit], folder: RunFolder, log: str,
-         progress: bool) -> None:
+def _run(
+    learners: list[Learner], todo: list[Unit], folder: RunFolder, log: str, progress: bool
+) -> None:
     """Each learner's units in turn, appending each unit's rows as it finishes."""
     bar = tqdm(total=len(todo), desc="units", disable=not progress or not todo, unit="unit")
     for i, learner in enumerate(learners):

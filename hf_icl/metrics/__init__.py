@@ -13,16 +13,28 @@ from hf_icl.registry import Registry
 
 METRICS: Registry[Path] = Registry("metric")
 _HERE = Path(__file__).resolve().parent
-for _name, _folder in {"accuracy": "accuracy", "macro_f1": "macro_f1", "nse": "nse",
-                        "rec2ftp": "rec2ftp", "simaou": "simaou", "simam": "simam",
-                        "kendall_tau": "kendall_tau", "exact_match": "exact_match"}.items():
+for _name, _folder in {
+    "accuracy": "accuracy",
+    "macro_f1": "macro_f1",
+    "nse": "nse",
+    "rec2ftp": "rec2ftp",
+    "simaou": "simaou",
+    "simam": "simam",
+    "kendall_tau": "kendall_tau",
+    "exact_match": "exact_match",
+}.items():
     METRICS.register(_name)(_HERE / _folder / f"{_folder}.py")
 
 PREDICTION_METRICS = ["accuracy", "macro_f1", "nse", "exact_match"]  # from (pred, gold) samples
 CLASSIFICATION_METRICS = ["accuracy", "macro_f1"]
 REGRESSION_METRICS = ["nse"]
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "nse": False, "exact_match": True,
-                    "unparsed": False}
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "macro_f1": True,
+    "nse": False,
+    "exact_match": True,
+    "unparsed": False,
+}
 
 
 @cache
@@ -34,8 +46,9 @@ def load_metric(name: str, where: str = "metrics"):
 
 def compute(name: str, predictions, references, **kwargs) -> float:
     """One metric value; `evaluate` does the computing, we keep the float."""
-    result = load_metric(name).compute(predictions=list(predictions), references=list(references),
-                                       **kwargs)
+    result = load_metric(name).compute(
+        predictions=list(predictions), references=list(references), **kwargs
+    )
     return float(result[name])
 
 
@@ -56,8 +69,17 @@ def _resampled_stat(name: str, pred: np.ndarray, ref: np.ndarray, **kwargs) -> n
     return np.array([compute(name, a, b, **kwargs) for a, b in zip(pred, ref)])
 
 
-def bootstrap_ci(name: str, predictions, references, *, groups=None, resamples: int = 1000,
-                 seed: int = 0, level: float = 0.95, **kwargs) -> tuple[float, float]:
+def bootstrap_ci(
+    name: str,
+    predictions,
+    references,
+    *,
+    groups=None,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    **kwargs,
+) -> tuple[float, float]:
     """Percentile bootstrap of the mean over groups (demo seeds) of the per-group metric.
 
     Samples are resampled within their group, so the interval is about the same statistic as

@@ -22,8 +22,12 @@ import numpy as np
 from hf_icl.metrics import _resampled_stat
 
 BOTH = "demo sets + queries"
-RANGES = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "exact_match": (0.0, 1.0),
-          "nse": (0.0, np.inf)}  # the true mean lies inside, so clipping keeps coverage
+RANGES = {
+    "accuracy": (0.0, 1.0),
+    "macro_f1": (0.0, 1.0),
+    "exact_match": (0.0, 1.0),
+    "nse": (0.0, np.inf),
+}  # the true mean lies inside, so clipping keeps coverage
 QUERIES_ONLY = "queries only (one demo set)"
 
 
@@ -33,8 +37,8 @@ class Interval:
     low: float
     high: float
     sets: int
-    between_var: float   # σ̂_b²: variance of the metric due to the demo set
-    within_var: float    # variance of one set's metric due to its queries (σ̂_w²/n)
+    between_var: float  # σ̂_b²: variance of the metric due to the demo set
+    within_var: float  # variance of one set's metric due to its queries (σ̂_w²/n)
     covers: str
 
     @property
@@ -44,8 +48,9 @@ class Interval:
         return None if self.sets < 2 or total <= 0 else self.between_var / total
 
 
-def random_effects_interval(per_set: Sequence[float], within_var: Sequence[float],
-                            level: float = 0.95) -> Interval:
+def random_effects_interval(
+    per_set: Sequence[float], within_var: Sequence[float], level: float = 0.95
+) -> Interval:
     """Mean over demo sets ± t_{S−1} · sd/√S, with the between/within split (S ≥ 2)."""
     from scipy.stats import t
 
@@ -56,12 +61,28 @@ def random_effects_interval(per_set: Sequence[float], within_var: Sequence[float
     spread = float(np.var(m, ddof=1))
     half = float(t.ppf((1 + level) / 2, s - 1)) * np.sqrt(spread / s)
     within = float(np.mean(within_var))
-    return Interval(float(m.mean()), float(m.mean() - half), float(m.mean() + half), s,
-                    max(0.0, spread - within), within, BOTH)
+    return Interval(
+        float(m.mean()),
+        float(m.mean() - half),
+        float(m.mean() + half),
+        s,
+        max(0.0, spread - within),
+        within,
+        BOTH,
+    )
 
 
-def cell_interval(name: str, predictions, references, groups, *, resamples: int = 1000,
-                  seed: int = 0, level: float = 0.95, **kwargs) -> Interval:
+def cell_interval(
+    name: str,
+    predictions,
+    references,
+    groups,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    **kwargs,
+) -> Interval:
     """The interval of one report cell: samples of S demo sets (``groups``), metric ``name``."""
     pred, ref, groups = np.asarray(predictions), np.asarray(references), np.asarray(groups)
     rng = np.random.default_rng(seed)
@@ -69,8 +90,9 @@ def cell_interval(name: str, predictions, references, groups, *, resamples: int 
     per_set, within, boots = [], [], np.zeros(resamples)
     for g in keys:
         members = np.flatnonzero(groups == g)
-        per_set.append(float(_resampled_stat(name, pred[members][None], ref[members][None],
-                                             **kwargs)[0]))
+        per_set.append(
+            float(_resampled_stat(name, pred[members][None], ref[members][None], **kwargs)[0])
+        )
         idx = members[rng.integers(0, len(members), size=(resamples, len(members)))]
         stats = _resampled_stat(name, pred[idx], ref[idx], **kwargs)
         within.append(float(np.var(stats, ddof=1)))

@@ -33,5 +33,8 @@ def nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
 def summarise(name: str, per_example: np.ndarray) -> dict:
     """`name` (mean over layers of the per-layer means), per layer, and per example × layer."""
     per_layer = nanmean(per_example, axis=0)
-    return {name: float(nanmean(per_layer)), f"{name}_per_layer": per_layer.tolist(),
-            f"{name}_per_example": per_example.tolist()}
+    return {
+        name: float(nanmean(per_layer)),
+        f"{name}_per_layer": per_layer.tolist(),
+        f"{name}_per_example": per_example.tolist(),
+    }

@@ -62,17 +62,22 @@ def _positions(num_labels: int, final_only: bool) -> list[int]:
     return [num_labels - 1] if final_only else list(range(num_labels))
 
 
-def text_batch(renderer: TextRenderer, episodes: list[Episode], final_only: bool,
-               pad_id: int) -> LabelBatch:
+def text_batch(
+    renderer: TextRenderer, episodes: list[Episode], final_only: bool, pad_id: int
+) -> LabelBatch:
     """Right-padded token ids; every demonstration's label (or the last one) is a target."""
     sequences = [renderer.render_sequence(ep) for ep in episodes]
     for seq in sequences:
         if any(len(c) != 1 for c in seq.candidates):
-            raise HfIclError(f"task {episodes[0].task!r}: training needs label words that differ "
-                             "in one token; choose other label_words")
+            raise HfIclError(
+                f"task {episodes[0].task!r}: training needs label words that differ "
+                "in one token; choose other label_words"
+            )
         if sorted(seq.candidates) != sorted(sequences[0].candidates):
-            raise HfIclError(f"task {episodes[0].task!r}: episodes of one batch need the same "
-                             "label words (label_mode unrelated varies them)")
+            raise HfIclError(
+                f"task {episodes[0].task!r}: episodes of one batch need the same "
+                "label words (label_mode unrelated varies them)"
+            )
     width = max(len(s.ids) for s in sequences)
     rows, cols, examples = [], [], []
     for b, seq in enumerate(sequences):
@@ -82,14 +87,20 @@ def text_batch(renderer: TextRenderer, episodes: list[Episode], final_only: bool
             examples.append(i)
     ids = torch.tensor([s.ids + [pad_id] * (width - len(s.ids)) for s in sequences])
     rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-    return LabelBatch(inputs={"input_ids": ids}, rows=rows_t, cols=cols_t,
-                      targets=ids[rows_t, cols_t + 1], examples=torch.tensor(examples),
-                      candidates=torch.tensor([c[0] for c in sequences[0].candidates]),
-                      num_tokens=sum(len(s.ids) for s in sequences))
+    return LabelBatch(
+        inputs={"input_ids": ids},
+        rows=rows_t,
+        cols=cols_t,
+        targets=ids[rows_t, cols_t + 1],
+        examples=torch.tensor(examples),
+        candidates=torch.tensor([c[0] for c in sequences[0].candidates]),
+        num_tokens=sum(len(s.ids) for s in sequences),
+    )
 
 
-def embedding_batch(renderer: EmbeddingRenderer, episodes: list[Episode],
-                    final_only: bool) -> LabelBatch:
+def embedding_batch(
+    renderer: EmbeddingRenderer, episodes: list[Episode], final_only: bool
+) -> LabelBatch:
     embedded = renderer.render(episodes)
     count, num_labels = embedded.labels.shape
     picked = _positions(num_labels, final_only)
@@ -97,12 +108,17 @@ def embedding_batch(renderer: EmbeddingRenderer, episodes: list[Episode],
     examples = torch.tensor(picked).repeat(count)
     candidates = None
     if renderer.label_token_ids is not None:
-        candidates = torch.tensor(renderer.label_token_ids[:episodes[0].num_classes])
+        candidates = torch.tensor(renderer.label_token_ids[: episodes[0].num_classes])
     width = renderer.positions_per_example
-    return LabelBatch(inputs={"x": embedded.x, "labels": embedded.labels}, rows=rows,
-                      cols=width * examples, targets=embedded.labels[rows, examples],
-                      examples=examples, candidates=candidates,
-                      num_tokens=count * width * num_labels)
+    return LabelBatch(
+        inputs={"x": embedded.x, "labels": embedded.labels},
+        rows=rows,
+        cols=width * examples,
+        targets=embedded.labels[rows, examples],
+        examples=examples,
+        candidates=candidates,
+        num_tokens=count * width * num_labels,
+    )
 
 
 def _base(lm: nn.Module) -> nn.Module:
@@ -113,8 +129,9 @@ def _base(lm: nn.Module) -> nn.Module:
 class ICLModel(nn.Module):
     """What the trainer optimises and the evaluator queries: outputs at label positions only."""
 
-    def __init__(self, lm: nn.Module, read_in: ReadIn | None = None,
-                 read_out: nn.Linear | None = None) -> None:
+    def __init__(
+        self, lm: nn.Module, read_in: ReadIn | None = None, read_out: nn.Linear | None = None
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.read_in = read_in
@@ -125,8 +142,14 @@ class ICLModel(nn.Module):
         """FSDP's auto-wrap policy shards per decoder layer, as the wrapped model declares."""
         return getattr(_base(self.lm), "_no_split_modules", None)
 
-    def forward(self, rows: torch.Tensor, cols: torch.Tensor, input_ids: torch.Tensor | None = None,
-                x: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        x: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(loops, N, vocab) logits, or (loops, N) regression outputs, at (rows, cols).
 
         ``loops`` is 1 except for a looped model in training, whose last T loops all count.
@@ -136,8 +159,9 @@ class ICLModel(nn.Module):
         base = _base(self.lm)
         if getattr(base, "paired_layout", False):
             wanted = cols.unique()  # sorted: only these queries are computed
-            predicted = base(paired_tokens(x, labels), wanted)[:, rows,
-                                                                torch.searchsorted(wanted, cols)]
+            predicted = base(paired_tokens(x, labels), wanted)[
+                :, rows, torch.searchsorted(wanted, cols)
+            ]
             if labels.is_floating_point():
                 return predicted
             return torch.stack([torch.zeros_like(predicted), predicted], -1)  # logistic loss
@@ -161,13 +185,19 @@ def loss_sum(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if targets.is_floating_point():
         per_label = (outputs.float() - targets).pow(2)
     else:
-        per_label = F.cross_entropy(outputs.flatten(0, 1).float(), targets.repeat(loops),
-                                    reduction="none")
+        per_label = F.cross_entropy(
+            outputs.flatten(0, 1).float(), targets.repeat(loops), reduction="none"
+        )
     return per_label.sum() / loops
 
 
-def save_learner(model: ICLModel, folder: Path, tokenizer, info: dict,
-                 state: dict[str, torch.Tensor] | None = None) -> None:
+def save_learner(
+    model: ICLModel,
+    folder: Path,
+    tokenizer,
+    info: dict,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """save_pretrained output (full model or adapter; nothing for a frozen one), tokenizer,
     read-in/out and how to load them. ``state``: the full state dict (gathered under FSDP)."""
     state = model.state_dict() if state is None else state

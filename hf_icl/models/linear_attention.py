@@ -33,9 +33,16 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 class LinearAttentionConfig(PretrainedConfig):
     model_type = "hf_icl_linear_attention"
 
-    def __init__(self, dim: int = 1, loops: int = 1, loss_loops: int | None = None,
-                 eval_loops: list[int] | None = None, parameterization: str = "full",
-                 init_std: float = 0.01, **kwargs) -> None:
+    def __init__(
+        self,
+        dim: int = 1,
+        loops: int = 1,
+        loss_loops: int | None = None,
+        eval_loops: list[int] | None = None,
+        parameterization: str = "full",
+        init_std: float = 0.01,
+        **kwargs,
+    ) -> None:
         self.dim = dim
         self.loops = loops
         self.loss_loops = loss_loops or loops
@@ -112,17 +119,20 @@ class LinearAttentionModel(PreTrainedModel):
         summed = (values[:, :, None] * scores).transpose(1, 2).masked_fill(~before, 0.0).sum(-1)
         return summed / counts
 
-    def _looped(self, tokens: torch.Tensor, positions: torch.Tensor, loops: int,
-                read: int) -> torch.Tensor:
+    def _looped(
+        self, tokens: torch.Tensor, positions: torch.Tensor, loops: int, read: int
+    ) -> torch.Tensor:
         """(read, B, m): query i's sequence (its i context columns, then q_i) updated ``loops``
         times; every column changes, so each query carries its own copy of the context."""
         p, q = self.matrices()
         batch, n, width = tokens.shape
         d = self.config.dim
-        queries = torch.cat([tokens[:, positions, :d],
-                             tokens.new_zeros(batch, len(positions), 1)], -1)
-        z = torch.cat([tokens[:, None].expand(batch, len(positions), n, width),
-                       queries[:, :, None]], 2)
+        queries = torch.cat(
+            [tokens[:, positions, :d], tokens.new_zeros(batch, len(positions), 1)], -1
+        )
+        z = torch.cat(
+            [tokens[:, None].expand(batch, len(positions), n, width), queries[:, :, None]], 2
+        )
         context = torch.arange(n, device=tokens.device)[None] < positions[:, None]  # [i, j]
         context = torch.cat([context, context.new_zeros(len(positions), 1)], 1).to(tokens.dtype)
         counts = positions.clamp(min=1).to(tokens.dtype)
@@ -136,6 +146,7 @@ class LinearAttentionModel(PreTrainedModel):
                 outputs.append(-z[:, :, n, d])
         return torch.stack(outputs)
 
+
 AutoConfig.register(LinearAttentionConfig.model_type, LinearAttentionConfig)
 AutoModel.register(LinearAttentionConfig, LinearAttentionModel)
 
@@ -144,8 +155,13 @@ def build_linear_attention(config, dim: int) -> LinearAttentionModel:
     """A fresh model for ``dim``-dimensional inputs from a ``small_model`` section (the caller
     seeds torch); ``linear_attention`` is one layer, ``looped_linear_attention`` loops."""
     looped = config.architecture == "looped_linear_attention"
-    return LinearAttentionModel(LinearAttentionConfig(
-        dim=dim, loops=config.loops if looped else 1,
-        loss_loops=config.loss_loops if looped else 1,
-        eval_loops=config.eval_loops if looped else [],
-        parameterization=config.parameterization, init_std=config.init_std))
+    return LinearAttentionModel(
+        LinearAttentionConfig(
+            dim=dim,
+            loops=config.loops if looped else 1,
+            loss_loops=config.loss_loops if looped else 1,
+            eval_loops=config.eval_loops if looped else [],
+            parameterization=config.parameterization,
+            init_std=config.init_std,
+        )
+    )

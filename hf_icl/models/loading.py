@@ -86,8 +86,9 @@ def converted_gguf_folder(gguf: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
         _clear_gguf_marker(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -117,15 +118,25 @@ def tiny_config(arch: str, vocab_size: int):
     """Small random network configs used by tests (real tokenizer, fast forward)."""
     from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
 
-    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
-                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=2048)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
     if arch == "llama":
         return LlamaConfig(**common)
     if arch == "qwen2":
         return Qwen2Config(**common)
-    return Gemma3TextConfig(**common, head_dim=16, sliding_window=16,
-                            layer_types=["sliding_attention", "full_attention"])
+    return Gemma3TextConfig(
+        **common,
+        head_dim=16,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+    )
 
 
 def _loading(spec: ModelSpec, what: str):
@@ -149,8 +160,9 @@ def _tokenizer(source: str, spec: ModelSpec):
     from transformers import AutoTokenizer
 
     with _loading(spec, "its tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
-                                                  trust_remote_code=spec.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template and spec.spec in BUNDLED_CHAT_TEMPLATES:
@@ -164,8 +176,11 @@ def _quantization_config(spec: ModelSpec):
     from transformers import BitsAndBytesConfig
 
     if spec.quantization == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_compute_dtype=torch_dtype(spec.dtype))
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch_dtype(spec.dtype),
+        )
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
@@ -249,8 +264,9 @@ def add_lora(model: torch.nn.Module, config) -> torch.nn.Module:
     from peft import get_peft_model
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning
+        )
         return get_peft_model(model, config)
 
 

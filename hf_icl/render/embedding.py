@@ -43,8 +43,9 @@ class EmbeddedEpisodes:
 class EmbeddingRenderer:
     """Episodes → arrays for the read-in; knows the input size and the label tokens."""
 
-    def __init__(self, dim: int, label_token_ids: list[int] | None,
-                 layout: str = "interleaved") -> None:
+    def __init__(
+        self, dim: int, label_token_ids: list[int] | None, layout: str = "interleaved"
+    ) -> None:
         self.dim = dim
         self.label_token_ids = label_token_ids  # None: regression (read-out)
         self.layout = layout  # interleaved (x then y positions) or paired (one per example)
@@ -56,18 +57,24 @@ class EmbeddingRenderer:
     def render(self, episodes: list[Episode]) -> EmbeddedEpisodes:
         x = np.stack([np.asarray(ep.demo_x, dtype=np.float32) for ep in episodes])
         if x.ndim != 3 or x.shape[2] != self.dim:
-            raise HfIclError(f"task {episodes[0].task!r}: the embedding renderer needs numeric "
-                             f"inputs of size {self.dim}, got shape {x.shape[1:]}")
+            raise HfIclError(
+                f"task {episodes[0].task!r}: the embedding renderer needs numeric "
+                f"inputs of size {self.dim}, got shape {x.shape[1:]}"
+            )
         y = np.stack([np.asarray(ep.demo_y) for ep in episodes])
         if self.label_token_ids is None:
             return EmbeddedEpisodes(torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)))
         if self.layout == "paired" and episodes[0].num_classes != 2:
-            raise HfIclError(f"task {episodes[0].task!r}: the paired layout reads a class as "
-                             f"y = ±1, so it takes two-class tasks only, not "
-                             f"{episodes[0].num_classes}")
+            raise HfIclError(
+                f"task {episodes[0].task!r}: the paired layout reads a class as "
+                f"y = ±1, so it takes two-class tasks only, not "
+                f"{episodes[0].num_classes}"
+            )
         if y.max() >= len(self.label_token_ids):
-            raise HfIclError(f"task {episodes[0].task!r}: class {int(y.max())} has no label token "
-                             f"({len(self.label_token_ids)} available)")
+            raise HfIclError(
+                f"task {episodes[0].task!r}: class {int(y.max())} has no label token "
+                f"({len(self.label_token_ids)} available)"
+            )
         tokens = np.asarray(self.label_token_ids, dtype=np.int64)[y]
         return EmbeddedEpisodes(torch.from_numpy(x), torch.from_numpy(tokens))
 
@@ -88,8 +95,9 @@ class ReadIn(nn.Module):
         self.regression = regression
         self.linear = nn.Linear(dim + int(regression), hidden)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor,
-                token_embedding: nn.Module) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, token_embedding: nn.Module
+    ) -> torch.Tensor:
         """(B, n, dim) inputs and (B, n) labels → (B, 2n, hidden) interleaved embeddings."""
         if self.regression:
             zeros = x.new_zeros(*x.shape[:2], 1)
@@ -103,10 +111,16 @@ class ReadIn(nn.Module):
 
 def save_read_in_out(folder: Path, read_in: ReadIn, state: dict[str, torch.Tensor]) -> None:
     """Save the ``read_in.*``/``read_out.*`` entries of a learner's state dict."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()
-               if k.startswith(("read_in.", "read_out."))}
-    meta = {"dim": read_in.dim, "hidden": read_in.linear.out_features,
-            "regression": read_in.regression}
+    tensors = {
+        k: v.detach().cpu().contiguous()
+        for k, v in state.items()
+        if k.startswith(("read_in.", "read_out."))
+    }
+    meta = {
+        "dim": read_in.dim,
+        "hidden": read_in.linear.out_features,
+        "regression": read_in.regression,
+    }
     save_file(tensors, str(folder / READ_IN_OUT_FILE), metadata={"hf_icl": json.dumps(meta)})
 
 
@@ -121,11 +135,17 @@ def load_read_in_out(folder: Path) -> tuple[ReadIn, nn.Linear | None] | None:
         meta = json.loads(fh.metadata()["hf_icl"])
     tensors = load_file(str(path))
     read_in = ReadIn(meta["dim"], meta["hidden"], meta["regression"])
-    read_in.load_state_dict({k.removeprefix("read_in."): v for k, v in tensors.items()
-                             if k.startswith("read_in.")})
+    read_in.load_state_dict(
+        {k.removeprefix("read_in."): v for k, v in tensors.items() if k.startswith("read_in.")}
+    )
     read_out = None
     if meta["regression"]:
         read_out = nn.Linear(meta["hidden"], 1)
-        read_out.load_state_dict({k.removeprefix("read_out."): v for k, v in tensors.items()
-                                  if k.startswith("read_out.")})
+        read_out.load_state_dict(
+            {
+                k.removeprefix("read_out."): v
+                for k, v in tensors.items()
+                if k.startswith("read_out.")
+            }
+        )
     return read_in, read_out

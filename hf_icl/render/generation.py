@@ -23,11 +23,11 @@ ANSWER_DELIMITER = " "
 @dataclass
 class GenerationPrompts:
     prefix_ids: list[int]
-    boundaries: list[int]             # boundaries[k]: prefix length covering the first k demos
-    query_ids: list[list[int]]        # per query, after k > 0 demonstrations
+    boundaries: list[int]  # boundaries[k]: prefix length covering the first k demos
+    query_ids: list[list[int]]  # per query, after k > 0 demonstrations
     query_ids_alone: list[list[int]]  # per query, after none
-    until: list[str]                  # default stop strings: the demo delimiter (raw prompts)
-    targets: list[str]                # each query's answer as text (no leading delimiter)
+    until: list[str]  # default stop strings: the demo delimiter (raw prompts)
+    targets: list[str]  # each query's answer as text (no leading delimiter)
 
 
 def text_answers(y) -> bool:
@@ -39,8 +39,10 @@ def answer_texts(renderer: TextRenderer, episode: Episode, y) -> list[str]:
     if text_answers(y):
         return [a if a[:1].isspace() else ANSWER_DELIMITER + a for a in y]
     if episode.is_regression:
-        scale = 10 ** renderer.options.precision
-        return [f"{ANSWER_DELIMITER}{int(v)}" for v in np.rint(np.asarray(y, dtype=np.float64) * scale)]
+        scale = 10**renderer.options.precision
+        return [
+            f"{ANSWER_DELIMITER}{int(v)}" for v in np.rint(np.asarray(y, dtype=np.float64) * scale)
+        ]
     words = renderer.label_words(episode)
     return [words[int(c)] for c in y]
 
@@ -52,7 +54,7 @@ def longest_generation(prompts, shots: int, max_new_tokens: int) -> int:
 
 def parse_scale(renderer: TextRenderer) -> float:
     """What a number parsed from a regression answer is divided by to get back to y's units."""
-    return float(10 ** renderer.options.precision)
+    return float(10**renderer.options.precision)
 
 
 def render_generation(renderer: TextRenderer, episode: Episode) -> GenerationPrompts:
@@ -65,9 +67,16 @@ def render_generation(renderer: TextRenderer, episode: Episode) -> GenerationPro
         from hf_icl.render.chat import chat_prompts
 
         chat = chat_prompts(renderer, demos, queries)
-        return GenerationPrompts(chat.prefix_ids, chat.boundaries, chat.query_ids,
-                                 chat.query_ids_alone, [], targets)
+        return GenerationPrompts(
+            chat.prefix_ids, chat.boundaries, chat.query_ids, chat.query_ids_alone, [], targets
+        )
     prefix, boundaries = renderer.demo_prefix([x + a for x, a in demos], queries[0])
     rendered = [renderer._query(q, []) for q in queries]
-    return GenerationPrompts(prefix, boundaries, [r[0] for r in rendered], [r[1] for r in rendered],
-                             [renderer.options.delimiter], targets)
+    return GenerationPrompts(
+        prefix,
+        boundaries,
+        [r[0] for r in rendered],
+        [r[1] for r in rendered],
+        [renderer.options.delimiter],
+        targets,
+    )

@@ -23,11 +23,13 @@ LETTERS = [f" {c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
 class RenderedEpisode:
     """`queries` protocol inputs: one demo prefix shared by all queries and shot counts."""
 
-    prefix_ids: list[int]            # special tokens + all demonstrations (each followed by delimiter)
-    boundaries: list[int]            # boundaries[k]: prefix length covering the first k demos
-    query_ids: list[list[int]]       # per query, as it follows a delimiter (k > 0)
+    prefix_ids: list[int]  # special tokens + all demonstrations (each followed by delimiter)
+    boundaries: list[int]  # boundaries[k]: prefix length covering the first k demos
+    query_ids: list[list[int]]  # per query, as it follows a delimiter (k > 0)
     query_ids_alone: list[list[int]]  # per query, as the first text of the prompt (k = 0)
-    candidates: list[list[int]]      # label token ids per class (common leading tokens moved to queries)
+    candidates: list[
+        list[int]
+    ]  # label token ids per class (common leading tokens moved to queries)
     content_free_ids: tuple[list[int], list[int]] | None  # (after delimiter, alone)
 
 
@@ -36,7 +38,7 @@ class RenderedSequence:
     """`sequential` protocol inputs: one sequence whose every label is predicted from its prefix."""
 
     ids: list[int]
-    label_positions: list[int]       # position whose next-token distribution predicts label i
+    label_positions: list[int]  # position whose next-token distribution predicts label i
     candidates: list[list[int]]
 
 
@@ -48,13 +50,15 @@ class TextRenderer:
         self.options = options or RenderOptions()
         with_special = tokenizer("a", add_special_tokens=True).input_ids
         plain = tokenizer("a", add_special_tokens=False).input_ids
-        self.special_prefix = with_special[: with_special.index(plain[0])] if plain[0] in with_special else []
+        self.special_prefix = (
+            with_special[: with_special.index(plain[0])] if plain[0] in with_special else []
+        )
 
     # text ------------------------------------------------------------------------------------
     def format_x(self, x) -> str:
         if isinstance(x, str):
             return x
-        scale = 10 ** self.options.precision
+        scale = 10**self.options.precision
         numbers = " ".join(str(int(v)) for v in np.rint(np.asarray(x, dtype=np.float64) * scale))
         return self.options.numeric_template.format(x=numbers)
 
@@ -65,8 +69,10 @@ class TextRenderer:
             return [f" {d}" for d in range(self.options.target_bins)]
         words = self.options.label_words or LETTERS
         if episode.num_classes > len(words):
-            raise HfIclError(f"task {episode.task!r}: {episode.num_classes} classes but only "
-                             f"{len(words)} label words")
+            raise HfIclError(
+                f"task {episode.task!r}: {episode.num_classes} classes but only "
+                f"{len(words)} label words"
+            )
         return list(words[: episode.num_classes])
 
     def bin_centres(self) -> np.ndarray:
@@ -99,13 +105,15 @@ class TextRenderer:
             if straddled:
                 c = straddled[0]
                 raise HfIclError(
-                    f"the tokenizer merges text across a prompt boundary: {text[max(0, c - 15):c]!r} | "
-                    f"{text[c:c + 15]!r}; change the template or delimiter")
+                    f"the tokenizer merges text across a prompt boundary: {text[max(0, c - 15) : c]!r} | "
+                    f"{text[c : c + 15]!r}; change the template or delimiter"
+                )
             pieces[int(np.searchsorted(bounds, start, side="right"))].append(tid)
         return pieces
 
-    def _candidates(self, episode: Episode, query_text: str,
-                    words: list[str] | None = None) -> tuple[list[int], list[list[int]]]:
+    def _candidates(
+        self, episode: Episode, query_text: str, words: list[str] | None = None
+    ) -> tuple[list[int], list[list[int]]]:
         """Label token ids in context, with the tokens all candidates share split off."""
         words = words or self.label_words(episode)
         cands = [self.split_tokens(query_text + w, [len(query_text)])[1] for w in words]
@@ -155,8 +163,10 @@ class TextRenderer:
         if content_free is None and not isinstance(episode.query_x, list):
             content_free = self.options.numeric_template.format(x="N/A")
         return RenderedEpisode(
-            prefix_ids=prefix, boundaries=boundaries,
-            query_ids=[r[0] for r in rendered], query_ids_alone=[r[1] for r in rendered],
+            prefix_ids=prefix,
+            boundaries=boundaries,
+            query_ids=[r[0] for r in rendered],
+            query_ids_alone=[r[1] for r in rendered],
             candidates=candidates,
             content_free_ids=self._query(content_free, shared) if content_free else None,
         )
@@ -185,6 +195,6 @@ class TextRenderer:
             label_tokens = pieces[2 * i + 1]
             ids += label_tokens[: len(shared)]
             positions.append(len(ids) - 1)
-            ids += label_tokens[len(shared):]
+            ids += label_tokens[len(shared) :]
         ids += pieces[-1]
         return RenderedSequence(ids=ids, label_positions=positions, candidates=candidates)

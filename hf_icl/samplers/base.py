@@ -16,8 +16,10 @@ FAMILIES: Registry[type[TaskSampler]] = Registry("task family")
 
 def rng_for(*keys: int | str) -> np.random.Generator:
     """A generator seeded by a tuple of ints/strings, stable across runs and platforms."""
-    ints = [k if isinstance(k, int) else int.from_bytes(k.encode()[:8].ljust(8, b"\0"), "little")
-            for k in keys]
+    ints = [
+        k if isinstance(k, int) else int.from_bytes(k.encode()[:8].ljust(8, b"\0"), "little")
+        for k in keys
+    ]
     return np.random.default_rng(np.random.SeedSequence(ints))
 
 
@@ -45,12 +47,14 @@ class TaskSampler(ABC):
         return None
 
     @abstractmethod
-    def episode(self, index: int, num_demos: int, num_queries: int,
-                split: Split = "test") -> Episode:
+    def episode(
+        self, index: int, num_demos: int, num_queries: int, split: Split = "test"
+    ) -> Episode:
         """Draw episode ``index`` of ``split`` with the given numbers of demos and queries."""
 
-    def episodes(self, first: int, count: int, num_demos: int, num_queries: int,
-                 split: Split = "test") -> list[Episode]:
+    def episodes(
+        self, first: int, count: int, num_demos: int, num_queries: int, split: Split = "test"
+    ) -> list[Episode]:
         """A batch of consecutive episodes (families may enforce per-batch properties)."""
         return [self.episode(first + i, num_demos, num_queries, split) for i in range(count)]
 

@@ -20,10 +20,12 @@ from hf_icl.samplers.pool import Draw, PooledSampler, PoolParams
 class GaussianMixtureParams(PoolParams):
     dim: int = option(20, help="input dimension d")
     subspace_dim: int = option(
-        2, help="dimension k of the subspace holding every task mean (k <= d)")
+        2, help="dimension k of the subspace holding every task mean (k <= d)"
+    )
     signal: float = option(2.0, help="R: the norm of every task mean")
     test_signal: float | None = option(
-        None, help="signal strength of split='test' tasks (the paper's R tilde); null: signal")
+        None, help="signal strength of split='test' tasks (the paper's R tilde); null: signal"
+    )
     label_flip: float = option(0.0, help="probability p that a stored label is flipped")
 
     def __post_init__(self) -> None:
@@ -31,8 +33,10 @@ class GaussianMixtureParams(PoolParams):
         if self.dim < 1:
             raise ValueError(f"dim: {self.dim} is not positive; allowed: an integer >= 1")
         if not 1 <= self.subspace_dim <= self.dim:
-            raise ValueError(f"subspace_dim: {self.subspace_dim} is outside 1..dim "
-                             f"(dim = {self.dim}); allowed: 1 <= subspace_dim <= dim")
+            raise ValueError(
+                f"subspace_dim: {self.subspace_dim} is outside 1..dim "
+                f"(dim = {self.dim}); allowed: 1 <= subspace_dim <= dim"
+            )
         for name in ("signal", "test_signal"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -61,8 +65,9 @@ class GaussianMixtureSampler(PooledSampler):
 
     def __init__(self, name: str, params: GaussianMixtureParams) -> None:
         super().__init__(name, params)
-        self.subspace = orthonormal_basis(rng_for(params.seed, "subspace"), params.dim,
-                                          params.subspace_dim)
+        self.subspace = orthonormal_basis(
+            rng_for(params.seed, "subspace"), params.dim, params.subspace_dim
+        )
         self.subspace.flags.writeable = False
 
     @property
@@ -75,12 +80,19 @@ class GaussianMixtureSampler(PooledSampler):
 
     def draw(self, task_id: int, split: Split, rng: np.random.Generator, count: int) -> Draw:
         p = self.params
-        mean = self.signal(split) * self.subspace @ unit_vector(self.pool.task_rng(task_id),
-                                                                  p.subspace_dim)
+        mean = (
+            self.signal(split)
+            * self.subspace
+            @ unit_vector(self.pool.task_rng(task_id), p.subspace_dim)
+        )
         sign = rng.choice([-1.0, 1.0], size=count)
         x = sign[:, None] * mean + rng.standard_normal((count, p.dim))
         flipped = rng.random(count) < p.label_flip
         labels = (sign > 0) ^ flipped
-        meta = {"U": self.subspace, "mu": mean, "signal": self.signal(split),
-                "label_flip": p.label_flip}
+        meta = {
+            "U": self.subspace,
+            "mu": mean,
+            "signal": self.signal(split),
+            "label_flip": p.label_flip,
+        }
         return Draw(x=x, y=labels.astype(np.int64), meta=meta)

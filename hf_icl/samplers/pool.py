@@ -28,21 +28,28 @@ class PoolParams:
     """Parameters every numeric family shares: the meta-training pool and the seed."""
 
     num_tasks: int | None = option(
-        None, help="meta-training pool size; null or 0: a fresh task for every episode")
+        None, help="meta-training pool size; null or 0: a fresh task for every episode"
+    )
     log2_num_tasks: int | None = option(
-        None, help="pool size as a power of two (instead of num_tasks), e.g. 14 for 2^14 tasks")
+        None, help="pool size as a power of two (instead of num_tasks), e.g. 14 for 2^14 tasks"
+    )
     seed: int = option(0, help="seed of the tasks and the examples")
 
     def __post_init__(self) -> None:
         if self.num_tasks is not None and self.num_tasks < 0:
-            raise ValueError(f"num_tasks: {self.num_tasks} is negative; allowed: a positive "
-                             "integer, or 0/null for a fresh task per episode")
+            raise ValueError(
+                f"num_tasks: {self.num_tasks} is negative; allowed: a positive "
+                "integer, or 0/null for a fresh task per episode"
+            )
         if self.log2_num_tasks is not None and not 0 <= self.log2_num_tasks <= 62:
-            raise ValueError(f"log2_num_tasks: {self.log2_num_tasks} is out of range; "
-                             "allowed: 0..62")
+            raise ValueError(
+                f"log2_num_tasks: {self.log2_num_tasks} is out of range; allowed: 0..62"
+            )
         if self.num_tasks is not None and self.log2_num_tasks is not None:
-            raise ValueError(f"num_tasks ({self.num_tasks}) and log2_num_tasks "
-                             f"({self.log2_num_tasks}) are both set; set one of them")
+            raise ValueError(
+                f"num_tasks ({self.num_tasks}) and log2_num_tasks "
+                f"({self.log2_num_tasks}) are both set; set one of them"
+            )
         if self.seed < 0:
             raise ValueError(f"seed: {self.seed} is negative; allowed: a non-negative integer")
 
@@ -50,7 +57,7 @@ class PoolParams:
     def pool_size(self) -> int | None:
         """Number of meta-training tasks, None for an unbounded stream."""
         if self.log2_num_tasks is not None:
-            return 2 ** self.log2_num_tasks
+            return 2**self.log2_num_tasks
         return self.num_tasks or None
 
 
@@ -98,8 +105,10 @@ def check_request(index: int, num_demos: int, num_queries: int, split: str) -> N
     if index < 0:
         raise HfIclError(f"episode index {index} is negative")
     if num_demos < 0 or num_queries < 0 or num_demos + num_queries == 0:
-        raise HfIclError(f"an episode needs num_demos >= 0 and num_queries >= 0, not both 0 "
-                         f"(got {num_demos} and {num_queries})")
+        raise HfIclError(
+            f"an episode needs num_demos >= 0 and num_queries >= 0, not both 0 "
+            f"(got {num_demos} and {num_queries})"
+        )
 
 
 class PooledSampler(TaskSampler):
@@ -112,16 +121,19 @@ class PooledSampler(TaskSampler):
         self.pool = TaskPool(params.seed, params.pool_size)
 
     @abstractmethod
-    def draw(self, task_id: int, split: Split, rng: np.random.Generator, count: int,
-             **options: Any) -> Draw:
+    def draw(
+        self, task_id: int, split: Split, rng: np.random.Generator, count: int, **options: Any
+    ) -> Draw:
         """Draw ``count`` examples of task ``task_id`` using ``rng`` for the examples."""
 
-    def episode(self, index: int, num_demos: int, num_queries: int,
-                split: Split = "test") -> Episode:
+    def episode(
+        self, index: int, num_demos: int, num_queries: int, split: Split = "test"
+    ) -> Episode:
         return self.make_episode(index, num_demos, num_queries, split)
 
-    def make_episode(self, index: int, num_demos: int, num_queries: int, split: Split,
-                     **options: Any) -> Episode:
+    def make_episode(
+        self, index: int, num_demos: int, num_queries: int, split: Split, **options: Any
+    ) -> Episode:
         """Episode ``index`` of ``split``; ``options`` go to ``draw`` (e.g. a batch's choices)."""
         check_request(index, num_demos, num_queries, split)
         task_id = self.pool.task_id(split, index)
@@ -129,9 +141,15 @@ class PooledSampler(TaskSampler):
         drawn = self.draw(task_id, split, rng, num_demos + num_queries, **options)
         ids = drawn.ids or []
         return Episode(
-            task=self.name, family=self.family, task_id=task_id,
-            demo_x=drawn.x[:num_demos], demo_y=drawn.y[:num_demos],
-            query_x=drawn.x[num_demos:], query_y=drawn.y[num_demos:],
-            num_classes=self.num_classes, demo_ids=ids[:num_demos], query_ids=ids[num_demos:],
+            task=self.name,
+            family=self.family,
+            task_id=task_id,
+            demo_x=drawn.x[:num_demos],
+            demo_y=drawn.y[:num_demos],
+            query_x=drawn.x[num_demos:],
+            query_y=drawn.y[num_demos:],
+            num_classes=self.num_classes,
+            demo_ids=ids[:num_demos],
+            query_ids=ids[num_demos:],
             meta=drawn.meta,
         )

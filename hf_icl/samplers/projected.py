@@ -25,28 +25,45 @@ from hf_icl.samplers.pool import Draw, PooledSampler, PoolParams
 
 @dataclass
 class ProjectedParams(PoolParams):
-    dataset: str = option("sklearn:digits", help="base dataset: sklearn:digits|iris|wine|"
-                          "breast_cancer, a save_to_disk folder, or a Hub dataset name")
+    dataset: str = option(
+        "sklearn:digits",
+        help="base dataset: sklearn:digits|iris|wine|"
+        "breast_cancer, a save_to_disk folder, or a Hub dataset name",
+    )
     dataset_split: str = option("train", help="split of a Hub dataset or saved DatasetDict")
     feature_column: str | None = option(
-        None, help="input column; null: the one image/array/sequence column")
+        None, help="input column; null: the one image/array/sequence column"
+    )
     label_column: str = option("label", help="integer or ClassLabel column")
     test_dataset: str | None = option(
-        None, help="base dataset of split='test' (an unseen base dataset); null: dataset")
+        None, help="base dataset of split='test' (an unseen base dataset); null: dataset"
+    )
     test_dataset_split: str | None = option(None, help="split of test_dataset; null: dataset_split")
-    test_feature_column: str | None = option(None, help="input column of test_dataset; "
-                                             "null: feature_column")
-    proj_dim: int | None = option(8, help="output dimension of the projection; null: the "
-                                  "input size N_x (square, as in GPICL)")
-    proj_scale: str = option("variance", choices=("variance", "std"),
-                             help="whether 1/N_x is the variance or the std of A's entries")
+    test_feature_column: str | None = option(
+        None, help="input column of test_dataset; null: feature_column"
+    )
+    proj_dim: int | None = option(
+        8, help="output dimension of the projection; null: the input size N_x (square, as in GPICL)"
+    )
+    proj_scale: str = option(
+        "variance",
+        choices=("variance", "std"),
+        help="whether 1/N_x is the variance or the std of A's entries",
+    )
     classes: list[int] | None = option(
-        None, help="label values to keep, relabelled 0..C-1 in this order; null: all")
+        None, help="label values to keep, relabelled 0..C-1 in this order; null: all"
+    )
     max_classes: int | None = option(None, help="keep only the first max_classes classes")
-    bias_fraction: float = option(0.0, help="fraction of every training batch that uses one "
-                                  "fixed (identity) label permutation (GPICL's biased data)")
-    base_dir: str = option("", help="folder that relative dataset paths resolve against "
-                           "(set by the task loader to the task file's folder)")
+    bias_fraction: float = option(
+        0.0,
+        help="fraction of every training batch that uses one "
+        "fixed (identity) label permutation (GPICL's biased data)",
+    )
+    base_dir: str = option(
+        "",
+        help="folder that relative dataset paths resolve against "
+        "(set by the task loader to the task file's folder)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,10 +71,13 @@ class ProjectedParams(PoolParams):
         if self.test_dataset is not None:
             check_spec(self.test_dataset, "test_dataset")
         if self.proj_dim is not None and self.proj_dim < 1:
-            raise ValueError(f"proj_dim: {self.proj_dim} is not positive; allowed: an integer "
-                             ">= 1 or null (square projection)")
-        if self.classes is not None and (len(set(self.classes)) != len(self.classes)
-                                         or len(self.classes) < 2):
+            raise ValueError(
+                f"proj_dim: {self.proj_dim} is not positive; allowed: an integer "
+                ">= 1 or null (square projection)"
+            )
+        if self.classes is not None and (
+            len(set(self.classes)) != len(self.classes) or len(self.classes) < 2
+        ):
             raise ValueError(f"classes: {self.classes} must list at least 2 distinct labels")
         if self.max_classes is not None and self.max_classes < 2:
             raise ValueError(f"max_classes: {self.max_classes} is below 2; allowed: >= 2 or null")
@@ -85,13 +105,15 @@ def fit_width(x: np.ndarray, width: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, width - have))) * np.sqrt(width / have)
 
 
-def select_classes(data: LabelledArrays, wanted: list[int] | tuple[int, ...] | None,
-                   max_classes: int | None) -> tuple[int, ...]:
+def select_classes(
+    data: LabelledArrays, wanted: list[int] | tuple[int, ...] | None, max_classes: int | None
+) -> tuple[int, ...]:
     chosen = tuple(wanted) if wanted is not None else data.labels
     missing = [c for c in chosen if c not in data.labels]
     if missing:
-        raise HfIclError(f"dataset {data.name!r}: classes {missing} are not among its labels "
-                         f"{list(data.labels)}")
+        raise HfIclError(
+            f"dataset {data.name!r}: classes {missing} are not among its labels {list(data.labels)}"
+        )
     chosen = chosen[:max_classes]
     if len(chosen) < 2:
         raise HfIclError(f"dataset {data.name!r}: needs at least 2 classes, has {list(chosen)}")
@@ -126,7 +148,7 @@ class ProjectedSampler(PooledSampler):
         out_dim = params.proj_dim or self.in_dim
         self.projection_shape = (out_dim, self.in_dim)
         variance_scale = params.proj_scale == "variance"
-        self.projection_std = self.in_dim ** -0.5 if variance_scale else 1 / self.in_dim
+        self.projection_std = self.in_dim**-0.5 if variance_scale else 1 / self.in_dim
         base = restrict(train, self.classes)
         self.data = {"train": base, "test": self._test_data(base)}
 
@@ -143,7 +165,7 @@ class ProjectedSampler(PooledSampler):
             return train
         test = self._load(spec, split, p.test_feature_column or p.feature_column)
         same_labels = spec == p.dataset
-        classes = self.classes if same_labels else test.labels[:len(self.classes)]
+        classes = self.classes if same_labels else test.labels[: len(self.classes)]
         return restrict(test, select_classes(test, classes, None))
 
     @property
@@ -154,17 +176,22 @@ class ProjectedSampler(PooledSampler):
         """Examples available to one episode (in the smaller split) minus its queries."""
         return min(len(d.y) for d in self.data.values()) - num_queries
 
-    def episode(self, index: int, num_demos: int, num_queries: int,
-                split: Split = "test") -> Episode:
-        return self.make_episode(index, num_demos, num_queries, split,
-                                 biased=self._biased(split, index))
+    def episode(
+        self, index: int, num_demos: int, num_queries: int, split: Split = "test"
+    ) -> Episode:
+        return self.make_episode(
+            index, num_demos, num_queries, split, biased=self._biased(split, index)
+        )
 
-    def episodes(self, first: int, count: int, num_demos: int, num_queries: int,
-                 split: Split = "test") -> list[Episode]:
+    def episodes(
+        self, first: int, count: int, num_demos: int, num_queries: int, split: Split = "test"
+    ) -> list[Episode]:
         """Exactly round(bias_fraction * count) training episodes of the batch are biased."""
         biased = self._biased_batch(split, first, count)
-        return [self.make_episode(first + i, num_demos, num_queries, split, biased=bool(b))
-                for i, b in enumerate(biased)]
+        return [
+            self.make_episode(first + i, num_demos, num_queries, split, biased=bool(b))
+            for i, b in enumerate(biased)
+        ]
 
     def _biased(self, split: Split, index: int) -> bool:
         """A single episode is biased with probability bias_fraction (deterministic per index)."""
@@ -179,21 +206,32 @@ class ProjectedSampler(PooledSampler):
             flags[rng.choice(count, size=biased, replace=False)] = True
         return flags
 
-    def draw(self, task_id: int, split: Split, rng: np.random.Generator, count: int,
-             biased: bool = False) -> Draw:
+    def draw(
+        self, task_id: int, split: Split, rng: np.random.Generator, count: int, biased: bool = False
+    ) -> Draw:
         data = self.data[split]
         if count > len(data.y):
             raise HfIclError(
                 f"task {self.name!r}: {count} demos + queries requested but {data.source.name} "
-                f"holds {len(data.y)} examples of the chosen classes")
+                f"holds {len(data.y)} examples of the chosen classes"
+            )
         pick = rng.choice(len(data.y), size=count, replace=False)
         task_rng = self.pool.task_rng(task_id)
-        projection_seed = int(task_rng.integers(2 ** 63))
+        projection_seed = int(task_rng.integers(2**63))
         classes = self.num_classes
         permutation = np.arange(classes) if biased else task_rng.permutation(classes)
         projection = projection_matrix(projection_seed, self.projection_shape, self.projection_std)
-        meta = {"projection_seed": projection_seed, "projection_shape": self.projection_shape,
-                "projection_std": self.projection_std, "permutation": permutation,
-                "biased": biased, "dataset": data.source.name}
-        return Draw(x=data.inputs(pick, self.in_dim) @ projection.T, y=permutation[data.y[pick]],
-                    meta=meta, ids=data.rows[pick].tolist())
+        meta = {
+            "projection_seed": projection_seed,
+            "projection_shape": self.projection_shape,
+            "projection_std": self.projection_std,
+            "permutation": permutation,
+            "biased": biased,
+            "dataset": data.source.name,
+        }
+        return Draw(
+            x=data.inputs(pick, self.in_dim) @ projection.T,
+            y=permutation[data.y[pick]],
+            meta=meta,
+            ids=data.rows[pick].tolist(),
+        )

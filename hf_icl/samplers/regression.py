@@ -58,8 +58,10 @@ def _relu_task(rng: np.random.Generator, sampler: RegressionSampler, active: int
 def _tree_task(rng: np.random.Generator, sampler: RegressionSampler, active: int) -> TaskParams:
     """A full binary tree: node i (heap order) splits on the sign of coordinate tree_coords[i]."""
     depth = sampler.params.depth
-    return {"tree_coords": rng.integers(active, size=2 ** depth - 1),
-            "leaf_values": rng.standard_normal(2 ** depth)}
+    return {
+        "tree_coords": rng.integers(active, size=2**depth - 1),
+        "leaf_values": rng.standard_normal(2**depth),
+    }
 
 
 def _linear_target(task: dict[str, Any], x: np.ndarray) -> np.ndarray:
@@ -141,20 +143,24 @@ class Curriculum:
         for kind in ("dims", "points"):
             start, end, inc = (getattr(self, f"{kind}_{k}") for k in ("start", "end", "inc"))
             if not 1 <= start <= end or inc < 0:
-                raise ValueError(f"curriculum.{kind}_start/_end/_inc: {start}/{end}/{inc}; "
-                                 "allowed: 1 <= start <= end and inc >= 0")
+                raise ValueError(
+                    f"curriculum.{kind}_start/_end/_inc: {start}/{end}/{inc}; "
+                    "allowed: 1 <= start <= end and inc >= 0"
+                )
         if self.dims_end > dim:
-            raise ValueError(f"curriculum.dims_end: {self.dims_end} exceeds dim ({dim}); "
-                             "allowed: <= dim")
+            raise ValueError(
+                f"curriculum.dims_end: {self.dims_end} exceeds dim ({dim}); allowed: <= dim"
+            )
         if self.interval < 1:
-            raise ValueError(f"curriculum.interval: {self.interval} is not positive; "
-                             "allowed: >= 1")
+            raise ValueError(f"curriculum.interval: {self.interval} is not positive; allowed: >= 1")
 
     def at(self, step: int) -> tuple[int, int]:
         """(active_dims, num_points) at training step ``step``."""
         stage = step // self.interval
-        return (min(self.dims_start + self.dims_inc * stage, self.dims_end),
-                min(self.points_start + self.points_inc * stage, self.points_end))
+        return (
+            min(self.dims_start + self.dims_inc * stage, self.dims_end),
+            min(self.points_start + self.points_inc * stage, self.points_end),
+        )
 
 
 @dataclass
@@ -166,11 +172,16 @@ class RegressionParams(PoolParams):
     hidden: int = option(100, help="hidden units (relu_net only)")
     depth: int = option(4, help="tree depth (decision_tree only)")
     covariance: str | list[float] = option(
-        "identity", help="diagonal input covariance: identity, skewed (eigenvalues ∝ "
-        "i^-skew_power, normalised to trace d) or a list of d eigenvalues, used as given")
+        "identity",
+        help="diagonal input covariance: identity, skewed (eigenvalues ∝ "
+        "i^-skew_power, normalised to trace d) or a list of d eigenvalues, used as given",
+    )
     skew_power: float = option(1.0, help="decay power of the skewed covariance's eigenvalues")
-    weight_prior: str = option("identity", choices=("identity", "inverse_covariance"),
-                               help="linear weights ~ N(0, I) (Garg) or N(0, Σ^-1) (Gatmiry)")
+    weight_prior: str = option(
+        "identity",
+        choices=("identity", "inverse_covariance"),
+        help="linear weights ~ N(0, I) (Garg) or N(0, Σ^-1) (Gatmiry)",
+    )
     curriculum: Curriculum | None = option(None, help="dims/points schedule; null: none")
 
     def __post_init__(self) -> None:
@@ -183,12 +194,16 @@ class RegressionParams(PoolParams):
         if self.noise_std < 0:
             raise ValueError(f"noise_std: {self.noise_std} is negative; allowed: >= 0")
         if self.function == "sparse_linear" and self.sparsity > self.min_active_dims:
-            raise ValueError(f"sparsity: {self.sparsity} exceeds the {self.min_active_dims} "
-                             "dimensions that can be active; allowed: <= dim (and <= "
-                             "curriculum.dims_start)")
+            raise ValueError(
+                f"sparsity: {self.sparsity} exceeds the {self.min_active_dims} "
+                "dimensions that can be active; allowed: <= dim (and <= "
+                "curriculum.dims_start)"
+            )
         if self.weight_prior != "identity" and self.function not in LINEAR_FUNCTIONS:
-            raise ValueError(f"weight_prior: {self.weight_prior!r} applies to "
-                             f"{', '.join(LINEAR_FUNCTIONS)} only, not {self.function!r}")
+            raise ValueError(
+                f"weight_prior: {self.weight_prior!r} applies to "
+                f"{', '.join(LINEAR_FUNCTIONS)} only, not {self.function!r}"
+            )
         self._check_covariance()
 
     @property
@@ -198,13 +213,17 @@ class RegressionParams(PoolParams):
     def _check_covariance(self) -> None:
         if isinstance(self.covariance, str):
             if self.covariance not in ("identity", "skewed"):
-                raise ValueError(f"covariance: {self.covariance!r}; allowed: identity, skewed "
-                                 "or a list of eigenvalues")
+                raise ValueError(
+                    f"covariance: {self.covariance!r}; allowed: identity, skewed "
+                    "or a list of eigenvalues"
+                )
             if self.skew_power < 0:
                 raise ValueError(f"skew_power: {self.skew_power} is negative; allowed: >= 0")
         elif len(self.covariance) != self.dim or not all(0 < v < np.inf for v in self.covariance):
-            raise ValueError(f"covariance: {self.covariance} must list {self.dim} (= dim) "
-                             "positive finite eigenvalues")
+            raise ValueError(
+                f"covariance: {self.covariance} must list {self.dim} (= dim) "
+                "positive finite eigenvalues"
+            )
 
 
 def covariance_eigenvalues(params: RegressionParams) -> np.ndarray:
@@ -238,29 +257,53 @@ class RegressionSampler(PooledSampler):
             return self.params.dim
         lowest = self.params.sparsity if self.params.function == "sparse_linear" else 1
         if not lowest <= active_dims <= self.params.dim:
-            raise HfIclError(f"task {self.name!r}: active_dims {active_dims} is outside "
-                             f"{lowest}..{self.params.dim}")
+            raise HfIclError(
+                f"task {self.name!r}: active_dims {active_dims} is outside "
+                f"{lowest}..{self.params.dim}"
+            )
         return active_dims
 
-    def episode(self, index: int, num_demos: int, num_queries: int, split: Split = "test",
-                active_dims: int | None = None) -> Episode:
+    def episode(
+        self,
+        index: int,
+        num_demos: int,
+        num_queries: int,
+        split: Split = "test",
+        active_dims: int | None = None,
+    ) -> Episode:
         """Episode ``index`` of ``split`` with only the first ``active_dims`` coordinates of x
         in use (the curriculum stage; None: all d)."""
-        return self.make_episode(index, num_demos, num_queries, split,
-                                 active_dims=self._active(active_dims))
+        return self.make_episode(
+            index, num_demos, num_queries, split, active_dims=self._active(active_dims)
+        )
 
-    def episodes(self, first: int, count: int, num_demos: int, num_queries: int,
-                 split: Split = "test", active_dims: int | None = None) -> list[Episode]:
-        return [self.episode(first + i, num_demos, num_queries, split, active_dims)
-                for i in range(count)]
+    def episodes(
+        self,
+        first: int,
+        count: int,
+        num_demos: int,
+        num_queries: int,
+        split: Split = "test",
+        active_dims: int | None = None,
+    ) -> list[Episode]:
+        return [
+            self.episode(first + i, num_demos, num_queries, split, active_dims)
+            for i in range(count)
+        ]
 
     def curriculum_at(self, step: int) -> tuple[int, int | None]:
         """(active_dims, num_points) at ``step``; (dim, None) without a curriculum."""
         curriculum = self.params.curriculum
         return curriculum.at(step) if curriculum else (self.params.dim, None)
 
-    def draw(self, task_id: int, split: Split, rng: np.random.Generator, count: int,
-             active_dims: int | None = None) -> Draw:
+    def draw(
+        self,
+        task_id: int,
+        split: Split,
+        rng: np.random.Generator,
+        count: int,
+        active_dims: int | None = None,
+    ) -> Draw:
         p = self.params
         active = self._active(active_dims)
         task = self.function.draw(self.pool.task_rng(task_id), self, active)
@@ -268,7 +311,12 @@ class RegressionSampler(PooledSampler):
         x[:, active:] = 0.0
         noise_std = p.noise_std if p.function == "noisy_linear" else 0.0
         y = self.function.target(task, x) + noise_std * rng.standard_normal(count)
-        meta = {"function": p.function, **task, "noise_std": noise_std,
-                "error_scale": self.function.error_scale(self, active), "active_dims": active,
-                "input_cov": self.input_cov}
+        meta = {
+            "function": p.function,
+            **task,
+            "noise_std": noise_std,
+            "error_scale": self.function.error_scale(self, active),
+            "active_dims": active,
+            "input_cov": self.input_cov,
+        }
         return Draw(x=x, y=y, meta=meta)

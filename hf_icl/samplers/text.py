@@ -26,7 +26,9 @@ UNRELATED_WORDS = [" @", " #", " $", " %", " &", " *", " +", " ="]
 
 @dataclass
 class TextParams:
-    template: str = option(help="input template with {column} fields, e.g. 'Review: {text}\\nSentiment:'")
+    template: str = option(
+        help="input template with {column} fields, e.g. 'Review: {text}\\nSentiment:'"
+    )
     label_words: list[str] = option(help="one word per class, usually with a leading space")
     train_file: str | None = option(None, help="JSONL file (relative to the task file) for demos")
     test_file: str | None = option(None, help="JSONL file (relative to the task file) for queries")
@@ -36,8 +38,9 @@ class TextParams:
     test_split: str = option("test", help="split that provides queries")
     label_column: str = option("label", help="integer label column")
     label_mode: Literal["gold", "permuted", "flipped", "unrelated"] = option(
-        "gold", help="gold labels; a random bijection per episode; swapped (2 classes); "
-        "unrelated symbols")
+        "gold",
+        help="gold labels; a random bijection per episode; swapped (2 classes); unrelated symbols",
+    )
     unrelated_words: list[str] | None = option(None, help="words for label_mode=unrelated")
     content_free: str = option("N/A", help="content-free input for contextual calibration")
     seed: int = option(0, help="base seed of the episode stream")
@@ -93,15 +96,20 @@ def _check_row(row: object, place: str, fields: list[str], label: str, num_class
     for name in fields:
         value = row[name]
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise HfIclError(f"{place}: field {name!r} must be text or a number, got "
-                             f"{type(value).__name__} {json.dumps(value)[:60]}")
+            raise HfIclError(
+                f"{place}: field {name!r} must be text or a number, got "
+                f"{type(value).__name__} {json.dumps(value)[:60]}"
+            )
     value = row[label]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise HfIclError(f"{place}: label field {label!r} must be an integer class index, got "
-                         f"{type(value).__name__} {json.dumps(value)[:60]}")
+        raise HfIclError(
+            f"{place}: label field {label!r} must be an integer class index, got "
+            f"{type(value).__name__} {json.dumps(value)[:60]}"
+        )
     if not 0 <= value < num_classes:
-        raise HfIclError(f"{place}: label {value!r} is outside 0..{num_classes - 1} "
-                         f"({num_classes} label words)")
+        raise HfIclError(
+            f"{place}: label {value!r} is outside 0..{num_classes - 1} ({num_classes} label words)"
+        )
 
 
 @FAMILIES.register("text_classification")
@@ -118,8 +126,11 @@ class TextClassificationSampler(TaskSampler):
         if p.dataset:
             import datasets
 
-            where = f"task {self.name!r}: dataset {p.dataset!r}" + \
-                (f" ({p.dataset_config})" if p.dataset_config else "") + f" split {split!r}"
+            where = (
+                f"task {self.name!r}: dataset {p.dataset!r}"
+                + (f" ({p.dataset_config})" if p.dataset_config else "")
+                + f" split {split!r}"
+            )
             with hub_errors(where, also=(ValueError, FileNotFoundError)):
                 rows = datasets.load_dataset(p.dataset, p.dataset_config, split=split).to_list()
             places = [f"{where} row {i}" for i in range(len(rows))]
@@ -140,8 +151,9 @@ class TextClassificationSampler(TaskSampler):
             raise HfIclError(f"{where}: no label column {p.label_column!r}; columns: {columns}")
         missing = [f for f in fields if first and f not in first]
         if missing:
-            raise HfIclError(f"{where}: template field {missing[0]!r} is not a column; "
-                             f"columns: {columns}")
+            raise HfIclError(
+                f"{where}: template field {missing[0]!r} is not a column; columns: {columns}"
+            )
         for row, place in zip(rows, places):
             _check_row(row, place, fields, p.label_column, self.num_classes)
         return rows
@@ -164,12 +176,17 @@ class TextClassificationSampler(TaskSampler):
         """The train split's rows in file order, as templated inputs."""
         p, label = self.params, self.params.label_column
         same = p.train_split == p.test_split or (
-            not p.dataset and (Path(p.base_dir) / p.train_file).resolve()
-            == (Path(p.base_dir) / p.test_file).resolve())
+            not p.dataset
+            and (Path(p.base_dir) / p.train_file).resolve()
+            == (Path(p.base_dir) / p.test_file).resolve()
+        )
         rows = self.train_rows
-        return DemoPool(x=[self.format_input(r) for r in rows],
-                        y=np.array([r[label] for r in rows], dtype=np.int64),
-                        ids=list(range(len(rows))), shares_queries=same)
+        return DemoPool(
+            x=[self.format_input(r) for r in rows],
+            y=np.array([r[label] for r in rows], dtype=np.int64),
+            ids=list(range(len(rows))),
+            shares_queries=same,
+        )
 
     def _label_words(self, rng: np.random.Generator) -> list[str]:
         p, words = self.params, list(self.params.label_words)
@@ -184,32 +201,47 @@ class TextClassificationSampler(TaskSampler):
             return [pool[i] for i in rng.choice(len(pool), len(words), replace=False)]
         return words
 
-    def episode(self, index: int, num_demos: int, num_queries: int,
-                split: Split = "test") -> Episode:
+    def episode(
+        self, index: int, num_demos: int, num_queries: int, split: Split = "test"
+    ) -> Episode:
         rng = rng_for(self.params.seed, split, index)
         demo_pool = self.train_rows
         query_pool = self.test_rows if split == "test" else self.train_rows
         if num_demos > len(demo_pool):
-            raise HfIclError(f"task {self.name!r}: {num_demos} demonstrations requested but the "
-                             f"demo split has only {len(demo_pool)} examples")
+            raise HfIclError(
+                f"task {self.name!r}: {num_demos} demonstrations requested but the "
+                f"demo split has only {len(demo_pool)} examples"
+            )
         demo_ids = rng.choice(len(demo_pool), num_demos, replace=False)
-        available = np.setdiff1d(np.arange(len(query_pool)), demo_ids) if split == "train" \
+        available = (
+            np.setdiff1d(np.arange(len(query_pool)), demo_ids)
+            if split == "train"
             else np.arange(len(query_pool))
+        )
         if num_queries > len(available):
-            raise HfIclError(f"task {self.name!r}: {num_queries} queries requested but only "
-                             f"{len(available)} examples are available")
+            raise HfIclError(
+                f"task {self.name!r}: {num_queries} queries requested but only "
+                f"{len(available)} examples are available"
+            )
         query_ids = np.sort(rng.choice(available, num_queries, replace=False))
         label = self.params.label_column
         return Episode(
-            task=self.name, family=self.family, task_id=0,
+            task=self.name,
+            family=self.family,
+            task_id=0,
             demo_x=[self.format_input(demo_pool[i]) for i in demo_ids],
             demo_y=np.array([demo_pool[i][label] for i in demo_ids], dtype=np.int64),
             query_x=[self.format_input(query_pool[i]) for i in query_ids],
             query_y=np.array([query_pool[i][label] for i in query_ids], dtype=np.int64),
-            num_classes=self.num_classes, label_words=self._label_words(rng),
-            demo_ids=[int(i) for i in demo_ids], query_ids=[int(i) for i in query_ids],
-            meta={"content_free": self.params.template.format_map(
-                _ContentFree(self.params.content_free))},
+            num_classes=self.num_classes,
+            label_words=self._label_words(rng),
+            demo_ids=[int(i) for i in demo_ids],
+            query_ids=[int(i) for i in query_ids],
+            meta={
+                "content_free": self.params.template.format_map(
+                    _ContentFree(self.params.content_free)
+                )
+            },
         )
 
 

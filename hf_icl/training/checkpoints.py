@@ -53,8 +53,10 @@ def write_marker(folder: Path, step: int) -> None:
     files = {}
     for path in _files(folder):
         _fsync(path)
-        files[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size,
-                                                       "sha256": _digest(path)}
+        files[path.relative_to(folder).as_posix()] = {
+            "bytes": path.stat().st_size,
+            "sha256": _digest(path),
+        }
     atomic_write(folder / MARKER, json.dumps({"step": step, "files": files}, indent=1) + "\n")
     _fsync(folder / MARKER)
     _fsync(folder)
@@ -65,8 +67,10 @@ def problem(folder: Path) -> str | None:
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
         step = int(marker["step"])
-        files = {str(name): (int(entry["bytes"]), str(entry["sha256"]))
-                 for name, entry in marker["files"].items()}
+        files = {
+            str(name): (int(entry["bytes"]), str(entry["sha256"]))
+            for name, entry in marker["files"].items()
+        }
     except FileNotFoundError:
         return f"no completion marker {MARKER} (incomplete, or written by an older hf-icl)"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
@@ -97,8 +101,11 @@ class Checkpoints:
 
     def named(self) -> list[Path]:
         """``step-N`` folders by step (complete or not; ``step-N.tmp`` never counts)."""
-        found = [p for p in self.folder.glob(f"{STEP_PREFIX}*")
-                 if p.is_dir() and p.name.removeprefix(STEP_PREFIX).isdigit()]
+        found = [
+            p
+            for p in self.folder.glob(f"{STEP_PREFIX}*")
+            if p.is_dir() and p.name.removeprefix(STEP_PREFIX).isdigit()
+        ]
         return sorted(found, key=step_of)
 
     def save(self, accelerator, step: int) -> None:
@@ -120,7 +127,7 @@ class Checkpoints:
     def _prune(self, step: int) -> None:
         """Keep the newest ``keep`` up to ``step``; later ones are damaged leftovers that the
         run replaces when it gets there."""
-        for old in [p for p in self.named() if step_of(p) <= step][:-self.keep]:
+        for old in [p for p in self.named() if step_of(p) <= step][: -self.keep]:
             shutil.rmtree(old)
 
     def newest_complete(self) -> Path | None:
@@ -152,7 +159,9 @@ def load_newest(accelerator, checkpoints: Checkpoints) -> int:
     try:
         accelerator.load_state(str(chosen[0]), strict=False)
     except (OSError, RuntimeError, ValueError, KeyError) as err:
-        raise HfIclError(f"checkpoint {chosen[0]} passed its check but does not load "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); move it "
-                         "away to resume from an older one") from None
+        raise HfIclError(
+            f"checkpoint {chosen[0]} passed its check but does not load "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); move it "
+            "away to resume from an older one"
+        ) from None
     return step_of(chosen[0])

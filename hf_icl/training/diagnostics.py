@@ -32,10 +32,12 @@ def subspace_alignment(w: np.ndarray, basis: np.ndarray) -> dict:
     norm = np.linalg.norm(w)
     if norm == 0:
         return {"value": 0.0, "principal_cosines": [0.0] * basis.shape[1]}
-    top = np.linalg.svd(w)[0][:, :basis.shape[1]]
+    top = np.linalg.svd(w)[0][:, : basis.shape[1]]
     cosines = np.clip(np.linalg.svd(basis.T @ top, compute_uv=False), 0.0, 1.0)
-    return {"value": float(np.linalg.norm(basis.T @ w @ basis) / norm),
-            "principal_cosines": [round(float(c), 6) for c in cosines]}
+    return {
+        "value": float(np.linalg.norm(basis.T @ w @ basis) / norm),
+        "principal_cosines": [round(float(c), 6) for c in cosines],
+    }
 
 
 def preconditioner_error(a: np.ndarray, cov: np.ndarray) -> dict:
@@ -98,8 +100,10 @@ def _preconditioner_row(lsa, task, section) -> dict:
     a = lsa.preconditioner().detach().double().numpy()
     row = preconditioner_error(a, np.asarray(episodes[0].meta["input_cov"]))
     counts = sorted({*range(1, lsa.config.loops + 1), *lsa.config.eval_loops})
-    row["loops"] = {str(n): agreement(model_curve(lsa, x, y, n),
-                                      preconditioned_gd_curve(x, y, a, n)) for n in counts}
+    row["loops"] = {
+        str(n): agreement(model_curve(lsa, x, y, n), preconditioned_gd_curve(x, y, a, n))
+        for n in counts
+    }
     return row
 
 
@@ -111,8 +115,11 @@ def _gd_step_row(lsa, task, section) -> dict:
     return {"eta": eta, **agreement(predicted, eta * step)}
 
 
-READERS = {"subspace_alignment": _subspace_row, "preconditioner": _preconditioner_row,
-           "gd_step": _gd_step_row}
+READERS = {
+    "subspace_alignment": _subspace_row,
+    "preconditioner": _preconditioner_row,
+    "gd_step": _gd_step_row,
+}
 
 
 def diagnostic_rows(learner, tasks: list, section, step: int) -> list[dict]:
@@ -135,22 +142,30 @@ def check_diagnostics(config: TrainConfig, tasks: list) -> None:
         return
     small = config.small_model
     if small is None or small.architecture not in PAIRED:
-        raise HfIclError(f"train.diagnostics: {wanted} read linear-attention weights; set "
-                         f"small_model.architecture to {' or '.join(PAIRED)}")
+        raise HfIclError(
+            f"train.diagnostics: {wanted} read linear-attention weights; set "
+            f"small_model.architecture to {' or '.join(PAIRED)}"
+        )
     task = next(t for t in tasks if not t.eval_only)
     sampler = task.sampler
     if "subspace_alignment" in wanted and getattr(sampler, "subspace", None) is None:
-        raise HfIclError(f"train.diagnostics: subspace_alignment needs a first training task "
-                         f"with a shared subspace (family gaussian_mixture); task {task.name!r} "
-                         f"is family {sampler.family!r}")
+        raise HfIclError(
+            f"train.diagnostics: subspace_alignment needs a first training task "
+            f"with a shared subspace (family gaussian_mixture); task {task.name!r} "
+            f"is family {sampler.family!r}"
+        )
     for name in ("preconditioner", "gd_step"):
         if name in wanted and getattr(sampler, "input_cov", None) is None:
-            raise HfIclError(f"train.diagnostics: {name} needs a first training task with an "
-                             f"input covariance (family regression); task {task.name!r} is "
-                             f"family {sampler.family!r}")
+            raise HfIclError(
+                f"train.diagnostics: {name} needs a first training task with an "
+                f"input covariance (family regression); task {task.name!r} is "
+                f"family {sampler.family!r}"
+            )
     if "gd_step" in wanted and small.architecture != "linear_attention":
-        raise HfIclError("train.diagnostics: gd_step compares one layer with one GD step; set "
-                         "small_model.architecture to linear_attention")
+        raise HfIclError(
+            "train.diagnostics: gd_step compares one layer with one GD step; set "
+            "small_model.architecture to linear_attention"
+        )
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -159,31 +174,52 @@ def summary(rows: list[dict]) -> list[dict]:
     if not diag:
         return []
     last = max(r["step"] for r in diag)
-    return [{**r, "history": [[h["step"], round(h["value"], 6)] for h in diag
-                              if h["name"] == r["name"]]}
-            for r in diag if r["step"] == last]
+    return [
+        {
+            **r,
+            "history": [[h["step"], round(h["value"], 6)] for h in diag if h["name"] == r["name"]],
+        }
+        for r in diag
+        if r["step"] == last
+    ]
 
 
 def report_lines(items: list[dict]) -> list[str]:
     """Markdown: one line per diagnostic, then the per-loop agreement table if any."""
     if not items:
         return []
-    lines = ["## Parameter-level diagnostics", "", "| diagnostic | task | after training | "
-             "over training (step: value) |", "|---|---|---|---|"]
+    lines = [
+        "## Parameter-level diagnostics",
+        "",
+        "| diagnostic | task | after training | over training (step: value) |",
+        "|---|---|---|---|",
+    ]
     for item in items:
         history = ", ".join(f"{s}: {v:.3f}" for s, v in item["history"])
-        extra = {"subspace_alignment": lambda i: "principal cosines "
-                 + " ".join(f"{c:.3f}" for c in i["principal_cosines"]),
-                 "preconditioner": lambda i: f"best scale {i['scale']:.3f}",
-                 "gd_step": lambda i: f"η = {i['eta']:.4f}, relative difference "
-                 f"{i['relative_difference']:.4f}"}[item["name"]](item)
-        lines.append(f"| {item['name']} | {item['task']} | {item['value']:.4f} ({extra}) | "
-                     f"{history} |")
+        extra = {
+            "subspace_alignment": lambda i: (
+                "principal cosines " + " ".join(f"{c:.3f}" for c in i["principal_cosines"])
+            ),
+            "preconditioner": lambda i: f"best scale {i['scale']:.3f}",
+            "gd_step": lambda i: (
+                f"η = {i['eta']:.4f}, relative difference {i['relative_difference']:.4f}"
+            ),
+        }[item["name"]](item)
+        lines.append(
+            f"| {item['name']} | {item['task']} | {item['value']:.4f} ({extra}) | {history} |"
+        )
     for item in items:
         if "loops" in item:
-            lines += ["", "Predictions vs preconditioned GD with the read-off preconditioner, "
-                      "same number of steps as loops:", "",
-                      "| loops | cosine | relative difference |", "|---|---|---|"]
-            lines += [f"| {n} | {v['cosine']:.4f} | {v['relative_difference']:.4f} |"
-                      for n, v in sorted(item["loops"].items(), key=lambda kv: int(kv[0]))]
+            lines += [
+                "",
+                "Predictions vs preconditioned GD with the read-off preconditioner, "
+                "same number of steps as loops:",
+                "",
+                "| loops | cosine | relative difference |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| {n} | {v['cosine']:.4f} | {v['relative_difference']:.4f} |"
+                for n, v in sorted(item["loops"].items(), key=lambda kv: int(kv[0]))
+            ]
     return lines + [""]

@@ -44,19 +44,21 @@ def _my_share(count: int, rank: int, world: int) -> list[int]:
     return [min(rank + world * j, count - 1) for j in range(per_process)]
 
 
-def curve_values(model, task: TrainTask, episodes: list[Episode], accelerator,
-                 batch_size: int) -> np.ndarray:
+def curve_values(
+    model, task: TrainTask, episodes: list[Episode], accelerator, batch_size: int
+) -> np.ndarray:
     """(episodes, positions) metric values, computed by all processes together."""
     from accelerate.utils import gather_object
 
     mine = _my_share(len(episodes), accelerator.process_index, accelerator.num_processes)
     rows = []
     for start in range(0, len(mine), batch_size):
-        chunk = mine[start:start + batch_size]
+        chunk = mine[start : start + batch_size]
         picked = [episodes[i] for i in chunk]
         batch = task.render(picked, False).to(accelerator.device)
-        scales = torch.tensor([float(ep.meta.get("error_scale", 1.0)) for ep in picked],
-                              device=accelerator.device)
+        scales = torch.tensor(
+            [float(ep.meta.get("error_scale", 1.0)) for ep in picked], device=accelerator.device
+        )
         outputs = model(batch.rows, batch.cols, **batch.inputs)
         values = batch_values(outputs, batch, scales)
         rows += [(i, values[j].tolist()) for j, i in enumerate(chunk)]
@@ -67,7 +69,7 @@ def curve_values(model, task: TrainTask, episodes: list[Episode], accelerator,
 def summarise(curve: np.ndarray) -> dict:
     """Mean over positions, mean of the last quarter, and the within-episode slope."""
     positions = np.arange(len(curve))
-    tail = curve[-max(1, len(curve) // 4):]
+    tail = curve[-max(1, len(curve) // 4) :]
     slope = float(np.polyfit(positions, curve, 1)[0]) if len(curve) > 1 else 0.0
     return {"mean": float(curve.mean()), "final": float(tail.mean()), "slope": slope}
 
@@ -77,8 +79,9 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
     model.eval()
     lm_config = accelerator.unwrap_model(model).lm.config
     trained_loops = getattr(lm_config, "loops", None)
-    runs = [(split, None) for split in ("train", "test")] + \
-        [("test", b) for b in getattr(lm_config, "eval_loops", [])]
+    runs = [(split, None) for split in ("train", "test")] + [
+        ("test", b) for b in getattr(lm_config, "eval_loops", [])
+    ]
     rows = []
     try:
         with torch.no_grad():
@@ -90,12 +93,21 @@ def evaluate_learner(model, tasks: list[TrainTask], section, accelerator, step: 
                     if trained_loops is not None:  # test-time loops of a looped model
                         lm_config.loops = loops or trained_loops
                     episodes = task.eval_episodes(split, section.eval_episodes, section.eval_length)
-                    values = curve_values(model, task, episodes, accelerator,
-                                          section.eval_batch_size)
+                    values = curve_values(
+                        model, task, episodes, accelerator, section.eval_batch_size
+                    )
                     curve = values.mean(0)
-                    rows.append({"kind": "eval", "step": step, "task": task.name, "split": name,
-                                 "metric": task.metric, **summarise(curve),
-                                 "curve": [round(float(v), 5) for v in curve]})
+                    rows.append(
+                        {
+                            "kind": "eval",
+                            "step": step,
+                            "task": task.name,
+                            "split": name,
+                            "metric": task.metric,
+                            **summarise(curve),
+                            "curve": [round(float(v), 5) for v in curve],
+                        }
+                    )
     finally:
         if trained_loops is not None:
             lm_config.loops = trained_loops
@@ -122,14 +134,23 @@ def baseline_curves(specs: list, tasks: list[TrainTask], section) -> list[dict]:
                 continue
             # tuning needs queries: the last example of each meta-train episode is its query;
             # one query per episode, so take enough episodes for a stable choice
-            held_out = task.eval_episodes("train", max(4 * section.eval_episodes, 256),
-                                          section.eval_length)
+            held_out = task.eval_episodes(
+                "train", max(4 * section.eval_episodes, 256), section.eval_length
+            )
             baseline.tune([position_episode(ep, len(ep.demo_y) - 1) for ep in held_out])
-            curve = np.array([_baseline_value(baseline, episodes, k)
-                              for k in range(len(episodes[0].demo_y))])
-            rows.append({"kind": "baseline", "baseline": baseline.label, "task": task.name,
-                         "split": "unseen", **summarise(curve),
-                         "curve": [round(float(v), 5) for v in curve]})
+            curve = np.array(
+                [_baseline_value(baseline, episodes, k) for k in range(len(episodes[0].demo_y))]
+            )
+            rows.append(
+                {
+                    "kind": "baseline",
+                    "baseline": baseline.label,
+                    "task": task.name,
+                    "split": "unseen",
+                    **summarise(curve),
+                    "curve": [round(float(v), 5) for v in curve],
+                }
+            )
     return rows
 
 

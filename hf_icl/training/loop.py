@@ -65,9 +65,11 @@ def check_environment(section: TrainSection) -> None:
     if section.mixed_precision == "fp16":
         raise HfIclError("train.mixed_precision: fp16 needs a GPU; use bf16 on CPU")
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes", "on"):
-        raise HfIclError("accelerate launch asked for FSDP (ACCELERATE_USE_FSDP) but this machine "
-                         "has no GPU, and accelerate runs FSDP only on GPUs (on CPU it would "
-                         "silently be DDP); launch with accelerate_configs/ddp_2proc.yaml instead")
+        raise HfIclError(
+            "accelerate launch asked for FSDP (ACCELERATE_USE_FSDP) but this machine "
+            "has no GPU, and accelerate runs FSDP only on GPUs (on CPU it would "
+            "silently be DDP); launch with accelerate_configs/ddp_2proc.yaml instead"
+        )
 
 
 def make_accelerator(section: TrainSection, folder: RunFolder):
@@ -77,9 +79,13 @@ def make_accelerator(section: TrainSection, folder: RunFolder):
     check_environment(section)
     cuda = torch.cuda.is_available()
     tracker = "tensorboard" if importlib.util.find_spec("tensorboard") else None
-    return Accelerator(cpu=not cuda, mixed_precision=section.mixed_precision,
-                       step_scheduler_with_optimizer=False, log_with=tracker,
-                       project_dir=str(folder.path))
+    return Accelerator(
+        cpu=not cuda,
+        mixed_precision=section.mixed_precision,
+        step_scheduler_with_optimizer=False,
+        log_with=tracker,
+        project_dir=str(folder.path),
+    )
 
 
 def keep_trainable(models: list, weights: list, output_dir: str) -> None:
@@ -110,22 +116,35 @@ def my_slices(count: int, accumulation: int, rank: int, world: int) -> list[slic
     per_pass = count // accumulation
     size = per_pass // world
     if size * world != per_pass:
-        raise HfIclError(f"train.batch_size: {count} episodes do not split into "
-                         f"{accumulation} accumulation steps × {world} processes")
-    return [slice(a * per_pass + rank * size, a * per_pass + (rank + 1) * size)
-            for a in range(accumulation)]
+        raise HfIclError(
+            f"train.batch_size: {count} episodes do not split into "
+            f"{accumulation} accumulation steps × {world} processes"
+        )
+    return [
+        slice(a * per_pass + rank * size, a * per_pass + (rank + 1) * size)
+        for a in range(accumulation)
+    ]
 
 
-def train_step(model, optimizer, scheduler, accelerator, task: TrainTask, step: int,
-               section: TrainSection, episode_first: int) -> tuple[torch.Tensor, int]:
+def train_step(
+    model,
+    optimizer,
+    scheduler,
+    accelerator,
+    task: TrainTask,
+    step: int,
+    section: TrainSection,
+    episode_first: int,
+) -> tuple[torch.Tensor, int]:
     """One optimizer step on one global batch; returns (this process's loss share, tokens)."""
     dims, num_examples = task.stage(step, section)
     episodes = task.draw(episode_first, section.batch_size, num_examples, "train", dims)
     final_only = section.loss_on == "final"
     labels = section.batch_size * (1 if final_only else num_examples)
     world = accelerator.num_processes
-    slices = my_slices(section.batch_size, section.gradient_accumulation_steps,
-                       accelerator.process_index, world)
+    slices = my_slices(
+        section.batch_size, section.gradient_accumulation_steps, accelerator.process_index, world
+    )
     loss_share, tokens = torch.zeros((), device=accelerator.device), 0
     for a, part in enumerate(slices):
         batch = task.render(episodes[part], final_only).to(accelerator.device)
@@ -152,10 +171,19 @@ def make_optimizer(model, section: TrainSection):
     if section.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=section.lr, weight_decay=section.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(params, lr=section.lr, betas=tuple(section.adam_betas),
-                                      eps=section.adam_epsilon, weight_decay=section.weight_decay)
-    scheduler = get_scheduler(section.scheduler, optimizer, num_warmup_steps=section.warmup_steps,
-                              num_training_steps=section.steps)
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=section.lr,
+            betas=tuple(section.adam_betas),
+            eps=section.adam_epsilon,
+            weight_decay=section.weight_decay,
+        )
+    scheduler = get_scheduler(
+        section.scheduler,
+        optimizer,
+        num_warmup_steps=section.warmup_steps,
+        num_training_steps=section.steps,
+    )
     return optimizer, scheduler
 
 
@@ -169,22 +197,32 @@ def log_rows(accelerator, folder: RunFolder, rows: list[dict]) -> None:
             prefix = f"eval/{row['task']}/{row['split']}/"
         elif row["kind"] == "diagnostics":
             prefix = f"diagnostics/{row['task']}/{row['name']}/"
-        scalars = {prefix + k: v for k, v in row.items()
-                   if isinstance(v, (int, float)) and k != "step"}
+        scalars = {
+            prefix + k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"
+        }
         accelerator.log(scalars, step=row["step"])
 
 
 def train_line(progress: Progress, scheduler) -> dict:
     """The metrics line of the steps since the last one; resets the sums."""
-    row = {"kind": "train", "step": progress.step, "loss": progress.loss / progress.steps,
-           "lr": scheduler.get_last_lr()[0], "tokens": progress.tokens,
-           "tokens_per_s": round(progress.tokens / max(progress.seconds, 1e-9), 1)}
+    row = {
+        "kind": "train",
+        "step": progress.step,
+        "loss": progress.loss / progress.steps,
+        "lr": scheduler.get_last_lr()[0],
+        "tokens": progress.tokens,
+        "tokens_per_s": round(progress.tokens / max(progress.seconds, 1e-9), 1),
+    }
     progress.loss, progress.tokens, progress.steps, progress.seconds = 0.0, 0, 0, 0.0
     return row
 
 
-def train(config: TrainConfig, folder: RunFolder, options: JobOptions,
-          prepared: PreparedTasks | None = None) -> dict | None:
+def train(
+    config: TrainConfig,
+    folder: RunFolder,
+    options: JobOptions,
+    prepared: PreparedTasks | None = None,
+) -> dict | None:
     """Run (or resume) meta-training into ``folder``; the main process returns the results.
     ``prepared``: the tasks the train job's prepare built and checked (else built here)."""
     from hf_icl.training.report import finish, push_model, tracker_config
@@ -197,8 +235,9 @@ def train(config: TrainConfig, folder: RunFolder, options: JobOptions,
         return json.loads(folder.file("results.json").read_text(encoding="utf-8"))
     section = config.train
     accelerator = make_accelerator(section, folder)
-    my_slices(section.batch_size, section.gradient_accumulation_steps, 0,
-              accelerator.num_processes)  # a batch that does not split fails before loading
+    my_slices(
+        section.batch_size, section.gradient_accumulation_steps, 0, accelerator.num_processes
+    )  # a batch that does not split fails before loading
     learner, tokenizer, tasks = build_learner(config, prepared)
     optimizer, scheduler = make_optimizer(learner, section)
     model, optimizer, scheduler = accelerator.prepare(learner, optimizer, scheduler)
@@ -211,29 +250,41 @@ def train(config: TrainConfig, folder: RunFolder, options: JobOptions,
     if accelerator.log_with:
         accelerator.init_trackers("runs", config=tracker_config(config))
     trained = [t for t in tasks if not t.eval_only]
-    bar = tqdm(total=section.steps, initial=progress.step, desc="train", unit="step",
-               disable=not (options.progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=section.steps,
+        initial=progress.step,
+        desc="train",
+        unit="step",
+        disable=not (options.progress and accelerator.is_main_process),
+    )
     while progress.step < section.steps:
         step = progress.step
         task = trained[step % len(trained)]
         first = (step // len(trained)) * section.batch_size
         started = time.perf_counter()
-        loss, tokens = train_step(model, optimizer, scheduler, accelerator, task, step, section,
-                                  first)
-        totals = accelerator.reduce(torch.stack([loss, torch.tensor(float(tokens),
-                                                 device=loss.device)]), "sum")
+        loss, tokens = train_step(
+            model, optimizer, scheduler, accelerator, task, step, section, first
+        )
+        totals = accelerator.reduce(
+            torch.stack([loss, torch.tensor(float(tokens), device=loss.device)]), "sum"
+        )
         progress.step, progress.steps = step + 1, progress.steps + 1
         progress.loss += float(totals[0])
         progress.tokens += int(totals[1])
         progress.seconds += time.perf_counter() - started
         bar.update()
-        bar.set_postfix(loss=f"{float(totals[0]):.4f}",
-                        tok_s=f"{progress.tokens / max(progress.seconds, 1e-9):.0f}")
+        bar.set_postfix(
+            loss=f"{float(totals[0]):.4f}",
+            tok_s=f"{progress.tokens / max(progress.seconds, 1e-9):.0f}",
+        )
         if progress.step % section.log_every == 0 or progress.step == section.steps:
             log_rows(accelerator, folder, [train_line(progress, scheduler)])
         if progress.step % section.eval_every == 0 or progress.step == section.steps:
-            log_rows(accelerator, folder,
-                     evaluate_learner(model, tasks, section, accelerator, progress.step))
+            log_rows(
+                accelerator,
+                folder,
+                evaluate_learner(model, tasks, section, accelerator, progress.step),
+            )
         if section.checkpoint_every and progress.step % section.checkpoint_every == 0:
             checkpoints.save(accelerator, progress.step)
     bar.close()

@@ -38,10 +38,16 @@ def _adapt(lm: nn.Module, config: TrainConfig) -> nn.Module:
         if config.model.quantization:
             lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)
         lora = section.lora
-        lm = add_lora(lm, LoraConfig(r=lora.rank, lora_alpha=lora.alpha,
-                                     lora_dropout=lora.dropout,
-                                     target_modules=lora.target_modules,
-                                     task_type="CAUSAL_LM"))
+        lm = add_lora(
+            lm,
+            LoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     elif section.finetune == "read_in":
         lm.requires_grad_(False)
     if section.gradient_checkpointing:
@@ -50,8 +56,9 @@ def _adapt(lm: nn.Module, config: TrainConfig) -> nn.Module:
     return lm
 
 
-def build_learner(config: TrainConfig, prepared: PreparedTasks | None = None
-                  ) -> tuple[ICLModel, object | None, list[TrainTask]]:
+def build_learner(
+    config: TrainConfig, prepared: PreparedTasks | None = None
+) -> tuple[ICLModel, object | None, list[TrainTask]]:
     """The model to train (seeded, so every process builds the same one), tokenizer, tasks;
     ``prepared``: the tasks the train job's prepare built (else they are built here)."""
     prepared = prepared or prepare_tasks(config)
@@ -64,8 +71,9 @@ def build_learner(config: TrainConfig, prepared: PreparedTasks | None = None
     read_in = read_out = None
     if kind == "embedding" and not getattr(lm, "paired_layout", False):
         dtype = next(p for p in lm.parameters() if p.is_floating_point()).dtype
-        read_in = ReadIn(example.demo_x.shape[1], text_config.hidden_size,
-                         example.is_regression).to(dtype)
+        read_in = ReadIn(
+            example.demo_x.shape[1], text_config.hidden_size, example.is_regression
+        ).to(dtype)
         if example.is_regression:
             read_out = nn.Linear(text_config.hidden_size, 1).to(dtype)
             # Targets enter through the read-in and leave through the read-out: token

@@ -21,7 +21,7 @@ from hf_icl.samplers import TaskSampler
 from hf_icl.tasks import Entry, TaskDef, load_task, located, parse_section
 from hf_icl.training.config import TrainConfig
 
-EVAL_OFFSET = 2 ** 40  # seen-task evaluation episodes: far past any training episode index
+EVAL_OFFSET = 2**40  # seen-task evaluation episodes: far past any training episode index
 
 
 @dataclass
@@ -42,8 +42,9 @@ class TrainTask:
             return dims, num_examples
         return None, section.num_examples
 
-    def draw(self, first: int, count: int, num_examples: int, split: str,
-             active_dims: int | None = None) -> list[Episode]:
+    def draw(
+        self, first: int, count: int, num_examples: int, split: str, active_dims: int | None = None
+    ) -> list[Episode]:
         """Episodes first..first+count-1 of a split (the sampler keeps per-batch properties);
         the curriculum stage goes to the sampler as an argument."""
         stage = {} if active_dims is None else {"active_dims": active_dims}
@@ -51,7 +52,7 @@ class TrainTask:
 
     def eval_episodes(self, split: str, count: int, num_examples: int) -> list[Episode]:
         """Fixed evaluation episodes; the curriculum's last stage (Garg et al. evaluate there)."""
-        dims = self.sampler.curriculum_at(2 ** 62)[0]
+        dims = self.sampler.curriculum_at(2**62)[0]
         first = EVAL_OFFSET if split == "train" else 0
         return self.draw(first, count, num_examples, split, dims)
 
@@ -79,8 +80,9 @@ class PreparedTasks:
 def load_entries(config: TrainConfig, source: str = "") -> list[TaskEntry]:
     """Every task entry (parameters, render options, a first episode of train.num_examples
     examples); an error names the entry."""
-    refs = [(ref, f"tasks.{i}", False) for i, ref in enumerate(config.tasks)] + \
-        [(ref, f"eval_tasks.{i}", True) for i, ref in enumerate(config.eval_tasks)]
+    refs = [(ref, f"tasks.{i}", False) for i, ref in enumerate(config.tasks)] + [
+        (ref, f"eval_tasks.{i}", True) for i, ref in enumerate(config.eval_tasks)
+    ]
     entries = []
     for ref, key, eval_only in refs:
         where = Entry(source, key)
@@ -95,33 +97,42 @@ def load_entries(config: TrainConfig, source: str = "") -> list[TaskEntry]:
 def _renderer_kind(options: list[RenderOptions], config: TrainConfig) -> str:
     kinds = {o.renderer for o in options}
     if len(kinds) > 1:
-        raise HfIclError("tasks: every task of a train run needs the same render.renderer; "
-                         f"got {', '.join(sorted(kinds))}")
+        raise HfIclError(
+            "tasks: every task of a train run needs the same render.renderer; "
+            f"got {', '.join(sorted(kinds))}"
+        )
     kind = kinds.pop()
     if config.small_model is not None and kind != "embedding":
-        raise HfIclError("small_model: a small model reads its tasks through the embedding "
-                         "renderer; add render: {renderer: embedding} to each task")
+        raise HfIclError(
+            "small_model: a small model reads its tasks through the embedding "
+            "renderer; add render: {renderer: embedding} to each task"
+        )
     if kind == "text" and config.train.finetune == "read_in":
         raise HfIclError("train.finetune: read_in needs tasks with render: {renderer: embedding}")
     return kind
 
 
-def _label_tokens(tokenizer, options: RenderOptions, episode: Episode,
-                  vocab: int | None) -> list[int] | None:
+def _label_tokens(
+    tokenizer, options: RenderOptions, episode: Episode, vocab: int | None
+) -> list[int] | None:
     """Token ids of the label words; a small model's labels are simply tokens 0..C-1."""
     if episode.is_regression:
         return None
     if tokenizer is None:
         if episode.num_classes > vocab:
-            raise HfIclError(f"task {episode.task!r}: {episode.num_classes} classes but the small "
-                             f"model has {vocab} label tokens; raise small_model.vocab_size")
+            raise HfIclError(
+                f"task {episode.task!r}: {episode.num_classes} classes but the small "
+                f"model has {vocab} label tokens; raise small_model.vocab_size"
+            )
         return list(range(vocab))
     ids = []
     for word in TextRenderer(tokenizer, options).label_words(episode):
         tokens = tokenizer(word, add_special_tokens=False).input_ids
         if len(tokens) != 1:
-            raise HfIclError(f"task {episode.task!r}: label word {word!r} is {len(tokens)} tokens; "
-                             "the embedding renderer needs single-token label words")
+            raise HfIclError(
+                f"task {episode.task!r}: label word {word!r} is {len(tokens)} tokens; "
+                "the embedding renderer needs single-token label words"
+            )
         ids.append(tokens[0])
     return ids
 
@@ -139,25 +150,32 @@ def build_tasks(config: TrainConfig, entries: list[TaskEntry]) -> PreparedTasks:
         example = entry.sampler.episode(0, 1, 0, "train")
         metric = "nse" if kind == "embedding" and example.is_regression else "accuracy"
         if kind == "text":
-            render = partial(text_batch, TextRenderer(tokenizer, entry.options),
-                             pad_id=tokenizer.pad_token_id)
+            render = partial(
+                text_batch, TextRenderer(tokenizer, entry.options), pad_id=tokenizer.pad_token_id
+            )
         else:
             dim = getattr(example.demo_x, "shape", (0, 0))[1]
             shapes.add((dim, example.is_regression))
             layout = "interleaved" if config.small_model is None else config.small_model.layout
-            renderer = EmbeddingRenderer(dim, _label_tokens(tokenizer, entry.options, example,
-                                                            vocab), layout)
+            renderer = EmbeddingRenderer(
+                dim, _label_tokens(tokenizer, entry.options, example, vocab), layout
+            )
             if layout == "paired" and not example.is_regression and example.num_classes != 2:
-                raise HfIclError(f"task {entry.definition.name!r}: small_model.architecture "
-                                 f"{config.small_model.architecture!r} reads the paired layout, "
-                                 f"where a class is y = ±1: two classes only, not "
-                                 f"{example.num_classes}")
+                raise HfIclError(
+                    f"task {entry.definition.name!r}: small_model.architecture "
+                    f"{config.small_model.architecture!r} reads the paired layout, "
+                    f"where a class is y = ±1: two classes only, not "
+                    f"{example.num_classes}"
+                )
             render = partial(embedding_batch, renderer)
-        tasks.append(TrainTask(entry.definition.name, entry.sampler, render, metric,
-                               entry.eval_only))
+        tasks.append(
+            TrainTask(entry.definition.name, entry.sampler, render, metric, entry.eval_only)
+        )
     if len(shapes) > 1:
-        raise HfIclError("tasks: the embedding renderer's read-in is shared, so every task needs "
-                         f"the same input size and kind; got (dim, regression) = {sorted(shapes)}")
+        raise HfIclError(
+            "tasks: the embedding renderer's read-in is shared, so every task needs "
+            f"the same input size and kind; got (dim, regression) = {sorted(shapes)}"
+        )
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise HfIclError(f"tasks: duplicate task name in {names}; give one an alias with 'as:'")

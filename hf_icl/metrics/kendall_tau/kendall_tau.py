@@ -26,12 +26,13 @@ class KendallTau(evaluate.Metric):
         weights = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
         return evaluate.MetricInfo(
             description="Kendall rank correlation (tau-b) per layer between ICL attention to "
-                        "demonstration tokens and fine-tuning's attention to the same training "
-                        "tokens, with a random baseline.",
+            "demonstration tokens and fine-tuning's attention to the same training "
+            "tokens, with a random baseline.",
             citation="Dai et al. (2023), Why Can GPT Learn In-Context? arXiv:2212.10559",
             inputs_description="icl, ft: per example, layers × demonstration-token importances; "
-                               "seed: for the random baseline",
-            features=datasets.Features({"icl": weights, "ft": weights}))
+            "seed: for the random baseline",
+            features=datasets.Features({"icl": weights, "ft": weights}),
+        )
 
     def _compute(self, icl, ft, seed=0):
         rng = np.random.default_rng(seed)
@@ -40,5 +41,7 @@ class KendallTau(evaluate.Metric):
             a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
             tau.append([_tau(x, y) for x, y in zip(a, b)])
             baseline.append([_tau(x, rng.random(x.shape)) for x in a])
-        return {**summarise("kendall_tau", np.array(tau)),
-                **summarise("kendall_tau_random", np.array(baseline))}
+        return {
+            **summarise("kendall_tau", np.array(tau)),
+            **summarise("kendall_tau_random", np.array(baseline)),
+        }

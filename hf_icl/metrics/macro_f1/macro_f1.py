@@ -9,9 +9,12 @@ class MacroF1(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description="Unweighted mean over classes present in predictions or references of F1.",
-            citation="", inputs_description="predictions, references: class indices",
-            features=datasets.Features({"predictions": datasets.Value("int64"),
-                                        "references": datasets.Value("int64")}))
+            citation="",
+            inputs_description="predictions, references: class indices",
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
 
     def _compute(self, predictions, references):
         pred, ref = np.asarray(predictions), np.asarray(references)

@@ -12,8 +12,10 @@ class NormalisedSquaredError(evaluate.Metric):
             description="Mean of (prediction - reference)^2 / scale.",
             citation="Garg, Tsipras, Liang, Valiant (2022), arXiv:2208.01066",
             inputs_description="predictions, references: floats; scale: float (default 1)",
-            features=datasets.Features({"predictions": datasets.Value("float64"),
-                                        "references": datasets.Value("float64")}))
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+        )
 
     def _compute(self, predictions, references, scale=1.0):
         err = (np.asarray(predictions) - np.asarray(references)) ** 2 / scale

@@ -15,17 +15,22 @@ class Rec2FTP(evaluate.Metric):
         label = datasets.Value("int64")
         return evaluate.MetricInfo(
             description="Percentage of examples fixed by fine-tuning (zero-shot wrong, fine-tuned "
-                        "right) that in-context learning also gets right.",
+            "right) that in-context learning also gets right.",
             citation="Dai et al. (2023), Why Can GPT Learn In-Context? arXiv:2212.10559",
             inputs_description="zs, icl, ft: predicted class indices of the zero-shot, in-context "
-                               "and fine-tuned model; references: gold class indices",
-            features=datasets.Features({"zs": label, "icl": label, "ft": label,
-                                        "references": label}))
+            "and fine-tuned model; references: gold class indices",
+            features=datasets.Features(
+                {"zs": label, "icl": label, "ft": label, "references": label}
+            ),
+        )
 
     def _compute(self, zs, icl, ft, references):
         gold = np.asarray(references)
         recovered = (np.asarray(zs) != gold) & (np.asarray(ft) == gold)
         both = recovered & (np.asarray(icl) == gold)
         denominator = int(recovered.sum())
-        return {"rec2ftp": 100.0 * int(both.sum()) / denominator if denominator else None,
-                "numerator": int(both.sum()), "denominator": denominator}
+        return {
+            "rec2ftp": 100.0 * int(both.sum()) / denominator if denominator else None,
+            "numerator": int(both.sum()),
+            "denominator": denominator,
+        }

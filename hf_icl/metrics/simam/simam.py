@@ -26,20 +26,27 @@ class SimAM(evaluate.Metric):
         scores = datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32"))))
         return evaluate.MetricInfo(
             description="Cosine between ICL and fine-tuned attention scores over the query's "
-                        "tokens, per layer (mean over heads), with the before-fine-tuning "
-                        "baseline and the difference form.",
+            "tokens, per layer (mean over heads), with the before-fine-tuning "
+            "baseline and the difference form.",
             citation="Dai et al. (2023), arXiv:2212.10559; Deutch et al. (2024), arXiv:2311.07772",
             inputs_description="icl, ft, zs: per example, raw scores layers × heads × query "
-                               "tokens (token counts may differ between the three)",
-            features=datasets.Features({"icl": scores, "ft": scores, "zs": scores}))
+            "tokens (token counts may differ between the three)",
+            features=datasets.Features({"icl": scores, "ft": scores, "zs": scores}),
+        )
 
     def _compute(self, icl, ft, zs):
-        forms: dict[str, list[np.ndarray]] = {"simam": [], "simam_before": [],
-                                              "simam_difference": []}
+        forms: dict[str, list[np.ndarray]] = {
+            "simam": [],
+            "simam_before": [],
+            "simam_difference": [],
+        }
         for example in zip(icl, ft, zs):
             s_icl, s_ft, s_zs = _left_pad([np.asarray(s, dtype=np.float64) for s in example])
-            pairs = {"simam": (s_icl, s_ft), "simam_before": (s_icl, s_zs),
-                     "simam_difference": (difference(s_icl, s_zs), difference(s_ft, s_zs))}
+            pairs = {
+                "simam": (s_icl, s_ft),
+                "simam_before": (s_icl, s_zs),
+                "simam_difference": (difference(s_icl, s_zs), difference(s_ft, s_zs)),
+            }
             for name, (a, b) in pairs.items():
                 forms[name].append(nanmean(cosine(a, b), axis=-1))  # mean over heads
         out: dict = {}

@@ -23,16 +23,19 @@ class SimAOU(evaluate.Metric):
         vectors = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
         return evaluate.MetricInfo(
             description="Cosine between the ICL and the fine-tuning updates of the normalised "
-                        "attention output, per layer, with random-direction baselines.",
+            "attention output, per layer, with random-direction baselines.",
             citation="Dai et al. (2023), Why Can GPT Learn In-Context? arXiv:2212.10559",
             inputs_description="icl, ft, zs: per example, one attention-output vector per layer "
-                               "(layers × hidden); seed: for the random baselines",
-            features=datasets.Features({"icl": vectors, "ft": vectors, "zs": vectors}))
+            "(layers × hidden); seed: for the random baselines",
+            features=datasets.Features({"icl": vectors, "ft": vectors, "zs": vectors}),
+        )
 
     def _compute(self, icl, ft, zs, seed=0):
         icl, ft, zs = (np.asarray(v, dtype=np.float64) for v in (icl, ft, zs))
         update = difference(_unit(icl), _unit(zs))
         rng = np.random.default_rng(seed)
-        return {**summarise("simaou", cosine(update, difference(_unit(ft), _unit(zs)))),
-                **summarise("simaou_uniform", cosine(update, rng.random(update.shape))),
-                **summarise("simaou_normal", cosine(update, rng.standard_normal(update.shape)))}
+        return {
+            **summarise("simaou", cosine(update, difference(_unit(ft), _unit(zs)))),
+            **summarise("simaou_uniform", cosine(update, rng.random(update.shape))),
+            **summarise("simaou_normal", cosine(update, rng.standard_normal(update.shape))),
+        }
