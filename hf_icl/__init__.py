@@ -11,8 +11,6 @@ neither torch nor transformers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hf_icl.lazy import lazy_exports
@@ -20,6 +18,8 @@ from hf_icl.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _HOMES = {
+    # run a config exactly as the command line does (resolved lazily: the top of the stack)
+    "run": "hf_icl.jobs.runner",
     # models
     "ModelSpec": "hf_icl.models",
     "load_model": "hf_icl.models",
@@ -90,30 +90,6 @@ if TYPE_CHECKING:
     from hf_icl.render import RenderOptions, TextRenderer
     from hf_icl.scoring import score_queries, score_sequences
     from hf_icl.tasks import load_task
-
-
-def run(
-    config: str | Path,
-    *,
-    job: str | None = None,
-    overrides: Sequence[str] = (),
-    out: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict | None:
-    """Run a config file or built-in config name exactly as `hf-icl run` (or `hf-icl JOB`)
-    does — same checks, results folder and resume — and return the job's results."""
-    from hf_icl.jobs.runner import run_config
-    from hf_icl.runtime import JobOptions
-
-    return run_config(
-        config,
-        job=job,
-        overrides=overrides,
-        out=out,
-        overwrite=overwrite,
-        options=JobOptions(progress=progress),
-    )
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -12,7 +12,7 @@ import hf_icl
 
 
 def test_every_public_name_resolves():
-    assert sorted(hf_icl.__all__) == sorted([*hf_icl._HOMES, "run"])
+    assert sorted(hf_icl.__all__) == sorted(hf_icl._HOMES)
     for name in hf_icl.__all__:
         assert getattr(hf_icl, name) is not None, name
 

@@ -98,3 +98,24 @@ def run_config(
 
         check_push(options.push_to_hub)  # a bad repo id must not cost a training
     return run_job(job, data, path, out=out, overwrite=overwrite, options=options)
+
+
+def run(
+    config: str | Path,
+    *,
+    job: str | None = None,
+    overrides: Sequence[str] = (),
+    out: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict | None:
+    """`hf_icl.run`: a config file or built-in name run exactly as `hf-icl run` (or
+    `hf-icl JOB`) does — same checks, results folder and resume — returning the results."""
+    return run_config(
+        config,
+        job=job,
+        overrides=overrides,
+        out=out,
+        overwrite=overwrite,
+        options=JobOptions(progress=progress),
+    )
