@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -207,6 +208,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # peft imports bitsandbytes, whose CPU backend warns on import that an optional 4-bit
+    # kernel package is missing, in every job; it only changes 4-bit (QLoRA) speed.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     if getattr(args, "quiet", False):
         quiet_libraries()
     try:

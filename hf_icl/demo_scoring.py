@@ -105,6 +105,43 @@ def _padded(model, rows: list[tuple]):
     return ids, pos, torch.cat(masks)
 
 
+PLAIN_ROWS = 16  # lone prompts per forward (length-sorted, so padding stays small)
+
+
+def _plain(group: Group) -> bool:
+    """A lone prompt read at its last token: nothing to share, so no block mask is needed."""
+    return len(group.pieces) == 1 and group.pieces[0][0].candidate is None
+
+
+def _score_plain(
+    model,
+    groups: list[Group],
+    candidates: list[list[list[int]]],
+    indices: list[int],
+    out: dict[int, np.ndarray],
+) -> None:
+    """Lone prompts in length-sorted, right-padded batches under the model's own causal mask,
+    logits only at each prompt's last token: what the best from-scratch scorer does."""
+    device = model.device
+    order = sorted(indices, key=lambda i: groups[i].length)
+    for first in range(0, len(order), PLAIN_ROWS):
+        batch = order[first : first + PLAIN_ROWS]
+        seqs = [groups[i].prefix + groups[i].pieces[0][0].ids for i in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+        last = sorted({len(s) - 1 for s in seqs})
+        column = {p: j for j, p in enumerate(last)}
+        logits = model(
+            input_ids=ids, attention_mask=mask, logits_to_keep=torch.tensor(last, device=device)
+        ).logits
+        logp = logits.float().log_softmax(-1)
+        for b, i in enumerate(batch):
+            seg, _, k = groups[i].pieces[0]
+            cand = torch.tensor([c[0] for c in candidates[i]], device=device)
+            out[k][seg.query][:] = logp[b, column[len(seqs[b]) - 1], cand].double().cpu().numpy()
+
+
 def _score_groups(
     model,
     groups: list[Group],
@@ -117,7 +154,15 @@ def _score_groups(
     """Forward packed rows of groups, a batch of rows at a time; fill out[k][query] and
     free[(group, k)] (content-free)."""
     device = model.device
-    packed = pack_rows([g.length for g in groups], pack_tokens)
+    plain = [i for i, g in enumerate(groups) if _plain(g)]
+    _score_plain(model, groups, candidates, plain, out)
+    alone = set(plain)
+    rest = sorted(
+        (i for i in range(len(groups)) if i not in alone), key=lambda i: -groups[i].length
+    )
+    packed = [
+        [rest[j] for j in row] for row in pack_rows([groups[i].length for i in rest], pack_tokens)
+    ]
     for first in range(0, len(packed), BATCH_ROWS):
         batch = packed[first : first + BATCH_ROWS]
         rows = [
