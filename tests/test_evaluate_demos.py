@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from test_errors import fails_cleanly
 
 from hf_icl.cli import main
+from hf_icl.demos import demo_pool
+from hf_icl.demos.model_states import mean_pooled_states
+from hf_icl.models import load_model
+from hf_icl.tasks import load_task
 
 CONFIG = {
     "job": "evaluate",
@@ -81,6 +86,15 @@ def test_per_query_demo_ids_are_recorded_and_shared_with_baselines(tmp_path):
             "tasks.1.demos.encoder: '/no/such/folder' is neither a folder",
         ),
         (
+            {"selection": "bm25", "encoder": "model"},
+            "tasks.1.demos.encoder: 'model' applies to the selections that embed (dpp, topk), "
+            "not to 'bm25'",
+        ),
+        (
+            {"selection": "dpp", "encoder": "model", "candidates": 2},
+            "tasks.1.demos.candidates: 2 candidates cannot give 3 shots",
+        ),
+        (
             {"selection": "first_n", "order": "nearest_first"},
             "tasks.1.demos.order: 'nearest_first' needs each demonstration's similarity",
         ),
@@ -94,6 +108,40 @@ def test_bad_demos_are_one_line_errors_before_the_run_folder(tmp_path, capsys, d
         ["evaluate", str(write(tmp_path, tasks=tasks)), "--out", str(tmp_path / "run")],
     )
     assert message in line, line
+
+
+def nearest_by_model_states(model_spec: str, shots: int, queries: int) -> list[list[int]]:
+    """Brute force: the sentiment pool ids nearest (cosine of mean-pooled states) to each of
+    the first seed's queries."""
+    _, sampler = load_task("sentiment")
+    episode = sampler.episode(0, shots, queries, split="test")
+    pool = demo_pool(sampler, episode)
+    model, tokenizer = load_model(model_spec)
+    vectors = mean_pooled_states(model, tokenizer, list(pool.x) + list(episode.query_x))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = vectors[len(pool) :] @ vectors[: len(pool)].T
+    return [[pool.ids[i] for i in np.argsort(-c, kind="stable")[:shots]] for c in cosine]
+
+
+def test_topk_with_each_models_own_states_end_to_end(tmp_path):
+    models = ["tiny-random-llama", "tiny-random-gemma3"]
+    task = {"name": "sentiment", "demos": {"selection": "topk", "encoder": "model"}}
+    path = write(tmp_path, models=models, tasks=[task], shots=[0, 1, 2])
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    assert {(r["model"], r["task"]) for r in rows} == {
+        (learner, f"sentiment@{model}")
+        for model in models
+        for learner in (model, "baseline:majority")
+    }
+    chosen = {}
+    for model in models:
+        mine = [r for r in rows if r["task"] == f"sentiment@{model}" and r["shots"] == 2]
+        by_query = {r["query"]: r["demo_ids"] for r in mine if r["model"] == model}
+        assert [by_query[q] for q in range(3)] == nearest_by_model_states(model, 2, 3)
+        assert all(r["demo_ids"] == by_query[r["query"]] for r in mine)  # the baseline too
+        chosen[model] = by_query
+    assert chosen[models[0]] != chosen[models[1]]  # each model selects with its own states
 
 
 def test_balanced_needs_enough_of_each_class_and_old_key_points_to_new(

@@ -3,10 +3,13 @@
 A selection returns, per query (or once for all queries), ``shots`` pool indices in its own
 rank order; the k-shot demonstration set is always the first k of that list, so a curve over
 shot counts grows one set. How each k-shot prompt arranges its k demonstrations is the
-`order`'s business (hf_icl.demos.order). Register a new selection with::
+`order`'s business (hf_icl.demos.plan). Register a new selection with::
 
     @SELECTIONS.register("my_selection")
     def my_selection(ctx: SelectionContext) -> Selection: ...
+
+and add its name to EMBEDDING_SELECTIONS when it ranks by an encoder's embeddings (then
+`encoder:`, including `encoder: model`, applies to it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from hf_icl.registry import Registry
 if TYPE_CHECKING:
     from hf_icl.demos.options import DemoOptions
 
+TextEncoder = Callable[[list[str]], np.ndarray]  # texts → one vector per text (N, D)
+
 
 @dataclass
 class SelectionContext:
@@ -36,6 +41,8 @@ class SelectionContext:
     seed: int  # the demo seed of the unit
     options: DemoOptions
     where: str = "demos"  # config location, for error messages
+    # encoder: model: texts → the evaluated model's mean-pooled states (hf_icl.demos.model_states)
+    encode: TextEncoder | None = None
 
     def allowed(self, query: int | None = None) -> np.ndarray:
         """Pool indices a query may use: never itself when pool and queries share rows; for a
@@ -83,3 +90,4 @@ class Selection:
 
 SelectionFn = Callable[[SelectionContext], Selection]
 SELECTIONS: Registry[SelectionFn] = Registry("demo selection")
+EMBEDDING_SELECTIONS: set[str] = set()  # selections that rank by embeddings: `encoder:` applies

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hf_icl.demos.base import SELECTIONS, Selection, SelectionContext
+from hf_icl.demos.base import EMBEDDING_SELECTIONS, SELECTIONS, Selection, SelectionContext
 from hf_icl.demos.options import DemoOptions
 from hf_icl.episode import DemoPool, Episode
 from hf_icl.errors import HfIclError
@@ -142,6 +142,12 @@ def plan_demos(
 
 
 def check_options(options: DemoOptions, where: str) -> None:
-    """Unknown selection or order names fail with the allowed names and a did-you-mean."""
+    """Unknown selection or order names fail with the allowed names and a did-you-mean; the
+    model's states select only where a selection embeds."""
     SELECTIONS.get(options.selection, where=f"{where}.selection")
     ORDERS.get(options.order, where=f"{where}.order")
+    if options.uses_model_states and options.selection not in EMBEDDING_SELECTIONS:
+        raise HfIclError(
+            f"{where}.encoder: 'model' applies to the selections that embed "
+            f"({', '.join(sorted(EMBEDDING_SELECTIONS))}), not to {options.selection!r}"
+        )

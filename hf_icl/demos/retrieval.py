@@ -1,9 +1,10 @@
 """Retrieval selections: the pool rows nearest to each query (KATE, OpenICL's BM25/TopK).
 
 `bm25` scores with bm25s (sparse-matrix BM25, English stopwords); `topk` ranks by cosine
-similarity of sentence-transformers embeddings (offline: the packaged all-MiniLM-L6-v2), or of
-the raw vectors for numeric inputs. Ties go to the earlier pool row, so rankings are exact and
-deterministic. A query is never retrieved for itself.
+similarity of sentence-transformers embeddings (offline: the packaged all-MiniLM-L6-v2) or of
+the evaluated model's mean-pooled states (`encoder: model`), or of the raw vectors for numeric
+inputs. Ties go to the earlier pool row, so rankings are exact and deterministic. A query is
+never retrieved for itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_icl.demos.base import SELECTIONS, Selection, SelectionContext
+from hf_icl.demos.base import (
+    EMBEDDING_SELECTIONS,
+    SELECTIONS,
+    Selection,
+    SelectionContext,
+    TextEncoder,
+)
 from hf_icl.demos.options import DEFAULT_ENCODER
 from hf_icl.errors import HfIclError
 
@@ -36,7 +43,7 @@ def rank(similarity: np.ndarray, allowed_rows: list[np.ndarray], shots: int) -> 
     )
 
 
-def _allowed_rows(ctx: SelectionContext) -> list[np.ndarray]:
+def allowed_rows(ctx: SelectionContext) -> list[np.ndarray]:
     rows = [ctx.allowed(q) for q in range(ctx.episode.num_queries)]
     for allowed in rows:
         ctx.need(len(allowed))
@@ -71,7 +78,7 @@ def bm25(ctx: SelectionContext) -> Selection:
     """The pool rows with the highest BM25 score for each query's text."""
     pool = _texts(ctx.pool.x, "inputs", ctx)
     queries = _texts(ctx.episode.query_x, "queries", ctx)
-    return rank(bm25_scores(pool, queries), _allowed_rows(ctx), ctx.shots)
+    return rank(bm25_scores(pool, queries), allowed_rows(ctx), ctx.shots)
 
 
 def encoder_folder(name: str, where: str) -> str:
@@ -102,7 +109,7 @@ def load_encoder(name: str, where: str = "demos"):
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise HfIclError(
-            f"{where}.encoder: topk needs sentence-transformers; run {INSTALL}"
+            f"{where}.encoder: {name!r} needs sentence-transformers; run {INSTALL}"
         ) from None
     folder = encoder_folder(name, where)
     try:
@@ -140,12 +147,38 @@ def _unit(x) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _encoder(ctx: SelectionContext) -> TextEncoder:
+    """The configured text encoder: the evaluated model's states or a sentence-transformers model."""
+    if not ctx.options.uses_model_states:
+        return lambda texts: embed(ctx.options.encoder, texts, ctx.where)
+    if ctx.encode is None:
+        raise HfIclError(
+            f"{ctx.where}.encoder: 'model' embeds with the evaluated model, which task "
+            f"{ctx.task!r} does not have here; use a sentence-transformers encoder"
+        )
+    return ctx.encode
+
+
+def embeddings(ctx: SelectionContext) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm vectors of the pool (P, D) and the queries (Q, D): texts through the
+    encoder, numeric inputs as they are."""
+    if isinstance(ctx.pool.x, list):
+        encode = _encoder(ctx)
+        pool = encode(_texts(ctx.pool.x, "inputs", ctx))
+        return _unit(pool), _unit(encode(_texts(ctx.episode.query_x, "queries", ctx)))
+    if ctx.options.uses_model_states:
+        raise HfIclError(
+            f"{ctx.where}.encoder: 'model' embeds text, but task {ctx.task!r} has numeric "
+            f"inputs, which {ctx.options.selection} compares as raw vectors; drop encoder"
+        )
+    return _unit(ctx.pool.x), _unit(ctx.episode.query_x)
+
+
 @SELECTIONS.register("topk")
 def topk(ctx: SelectionContext) -> Selection:
     """The pool rows whose embeddings have the highest cosine similarity to each query (KATE)."""
-    if isinstance(ctx.pool.x, list):
-        pool = embed(ctx.options.encoder, _texts(ctx.pool.x, "inputs", ctx), ctx.where)
-        queries = embed(ctx.options.encoder, _texts(ctx.episode.query_x, "queries", ctx), ctx.where)
-    else:
-        pool, queries = _unit(ctx.pool.x), _unit(ctx.episode.query_x)
-    return rank(queries @ pool.T, _allowed_rows(ctx), ctx.shots)
+    pool, queries = embeddings(ctx)
+    return rank(queries @ pool.T, allowed_rows(ctx), ctx.shots)
+
+
+EMBEDDING_SELECTIONS.add("topk")

@@ -3,7 +3,8 @@ options, and the episodes every learner of a unit shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hf_icl.config import from_dict, to_dict
@@ -15,6 +16,8 @@ from hf_icl.demos import (
     demo_pool,
     plan_demos,
 )
+from hf_icl.demos.base import TextEncoder
+from hf_icl.demos.model_states import model_states, placeholder_states
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.generation_config import ScoringOptions
@@ -52,6 +55,11 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
         ref, scoring = task_scoring(config, ref, where)
         ref, demos = task_demos(config, ref, where)
         if is_lm_eval_entry(ref):
+            if demos.uses_model_states:
+                raise HfIclError(
+                    f"{where}.demos.encoder: 'model' is not available for lm-eval task "
+                    "entries; use a sentence-transformers encoder"
+                )
             if config.protocol != "queries":  # output_type decides loglikelihood / generation
                 raise HfIclError(f"{where}: lm-eval tasks need protocol: queries")
             runs += [
@@ -69,9 +77,8 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
         if scoring.method == "generate" and config.protocol != "queries":
             raise HfIclError(f"{where}: scoring.method generate needs protocol: queries")
         check_demos(config, demos, scoring, where)
-        runs.append(
-            TaskRun(definition, sampler, render, models, scoring, demos=demos, where=str(where))
-        )
+        run = TaskRun(definition, sampler, render, models, scoring, demos=demos, where=str(where))
+        runs += per_model_runs(config, run)
     names = [t.name for t in runs]
     if len(set(names)) != len(names):
         raise HfIclError(
@@ -125,6 +132,44 @@ def check_demos(
         )
 
 
+def task_models(config: EvaluateConfig, task: TaskRun) -> list[int]:
+    """Indices of the models that run a task."""
+    return [m for m in range(len(config.models)) if task.models is None or m in task.models]
+
+
+def per_model_runs(config: EvaluateConfig, run: TaskRun) -> list[TaskRun]:
+    """`encoder: model`: each model selects with its own states, so a task that several models
+    run becomes one task per model, named ``task@model``; its baselines then see that model's
+    demonstrations, and the name says whose."""
+    if not run.demos.uses_model_states:
+        return [run]
+    models = task_models(config, run)
+    if not models:
+        raise HfIclError(
+            f"{run.where}.demos.encoder: 'model' selects with the evaluated model's states, "
+            f"but no model runs task {run.name!r}; use a sentence-transformers encoder"
+        )
+    if len(models) == 1:
+        return [run]
+    runs = []
+    for m in models:
+        definition = copy.copy(run.definition)
+        definition.name = f"{run.name}@{config.models[m].label}"
+        runs.append(replace(run, definition=definition, models=frozenset({m})))
+    return runs
+
+
+def selection_encoder(config: EvaluateConfig, task: TaskRun, preview: bool) -> TextEncoder | None:
+    """The evaluated model's states for `encoder: model` (its one model, per per_model_runs);
+    a placeholder in ``preview``, when no weights may load yet."""
+    if not task.demos.uses_model_states:
+        return None
+    if preview:
+        return placeholder_states
+    (model,) = task_models(config, task)
+    return model_states(config.models[model])
+
+
 def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -> Episode:
     """The same episode for every learner: it depends only on task, seed and order."""
     max_shots = max(config.shots)
@@ -139,11 +184,13 @@ def draw_episode(config: EvaluateConfig, task: TaskRun, seed: int, order: int) -
 
 
 def unit_demos(
-    config: EvaluateConfig, task: TaskRun, seed: int, order: int
+    config: EvaluateConfig, task: TaskRun, seed: int, order: int, preview: bool = False
 ) -> tuple[Episode, DemoPlan | None]:
     """A unit's episode and, when its queries see different demonstrations (per-query
     selections, orders that break prefixes), its demo plan. A plan shared by every query whose
-    prompts extend one another is folded into the episode, so every scorer handles it."""
+    prompts extend one another is folded into the episode, so every scorer handles it.
+    ``preview``: for checks before any model loads (`encoder: model` gets placeholder states,
+    so the plan's shape and errors are real but not its rows)."""
     if task.demos.default or config.protocol == "sequential":
         return draw_episode(config, task, seed, order), None
     episode = draw_episode(config, task, seed, 0)
@@ -156,6 +203,7 @@ def unit_demos(
         seed,
         task.demos,
         where=f"{task.where}.demos",
+        encode=selection_encoder(config, task, preview),
     )
     plan = plan_demos(ctx, config.shots, permutation=order, base_seed=config.seed)
     if plan.shared and plan.prefix_consistent():
@@ -183,7 +231,7 @@ def first_episodes(
                 "lower shots"
             )
         with located(where):
-            episode, plan = unit_demos(config, task, 0, 0)
+            episode, plan = unit_demos(config, task, 0, 0, preview=True)
         if plan is not None and task.scoring.method == "generate":
             raise HfIclError(
                 f"{where}.demos: generation scores one demo list per unit; "
@@ -196,7 +244,8 @@ def first_episodes(
 
 def longest_prompts(plan: DemoPlan, shots: int) -> Episode:
     """The episode whose demonstrations are the longest any query sees (by characters), for the
-    context-window check before the run; the scorer checks every prompt again."""
+    context-window check before the run; the scorer checks every prompt again (and is the only
+    check of `encoder: model` prompts, whose rows are known once the model has loaded)."""
 
     def size(q: int) -> int:
         return sum(len(str(plan.pool.x[r])) for r in plan.rows(q, shots))

@@ -83,15 +83,18 @@ def model_learner(
     setup: Callable[[ModelSpec, Any, Any], Callable[[Unit], list[dict]]],
 ) -> Learner:
     """A model as a learner: loaded once per process that has units for it, freed afterwards.
-    ``setup(spec, model, tokenizer)`` returns the function that gives one unit's rows."""
+    ``setup(spec, model, tokenizer)`` returns the function that gives one unit's rows. While it
+    runs, demo selection with `encoder: model` embeds with it instead of loading a copy."""
 
     def run(units: list[Unit]) -> Iterator[list[dict]]:
+        from hf_icl.demos.model_states import lend_model
         from hf_icl.models import load_model
 
         model, tokenizer = load_model(spec)
         run_unit = setup(spec, model, tokenizer)
-        for unit in units:
-            yield run_unit(unit)
+        with lend_model(spec, model, tokenizer):
+            for unit in units:
+                yield run_unit(unit)
         del run_unit, model, tokenizer
         gc.collect()
 
