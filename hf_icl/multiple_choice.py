@@ -92,7 +92,8 @@ def check_window(requests: list[ChoiceRequest], limit: int | None, where: str) -
 
 
 def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_Segment]):
-    """Log-probs at every position that predicts a continuation token, per segment."""
+    """Log-probs at every position that predicts a continuation token: per segment, its trunk's
+    last token, then each branch's tokens in order."""
     device = model.device
     q_pos, k_pos, allowed = packed_tree_row(
         [s.cached for s in row],
@@ -101,48 +102,54 @@ def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_S
         device,
     )
     cached = max(s.cached for s in row)
-    ids, reads, at = [], [], 0
+    ids, reads = [], []
     for seg in row:
+        reads.append(len(ids) + len(seg.trunk) - 1)
         ids += seg.trunk
-        read = [at + len(seg.trunk) - 1]
-        at += len(seg.trunk)
         for branch in seg.branches:
+            reads += range(len(ids), len(ids) + len(branch))
             ids += branch
-            read += range(at, at + len(branch))
-            at += len(branch)
-        reads.append(read)
     past = (
         DynamicCache(ddp_cache_data=[(k[:, :, :cached], v[:, :, :cached]) for k, v in cache])
         if cache and cached
         else None
     )
-    flat = [p for read in reads for p in read]
     out = model(
         input_ids=torch.tensor([ids], device=device),
         position_ids=q_pos[None],
         attention_mask=build_masks(model, allowed, q_pos, k_pos),
         **cache_kwargs(model, past),
         use_cache=past is not None,
-        logits_to_keep=torch.tensor(flat, device=device),
+        logits_to_keep=torch.tensor(reads, device=device),
     )
-    logp = out.logits[0].float().log_softmax(-1)
-    per_segment, start = [], 0
-    for read in reads:
-        per_segment.append(logp[start : start + len(read)])
-        start += len(read)
-    return per_segment
+    return out.logits[0].float().log_softmax(-1)
 
 
-def _choice_scores(logp: torch.Tensor, seg: _Segment, request: ChoiceRequest) -> ChoiceScores:
-    """logp rows: the trunk's last token, then each branch's tokens in order."""
-    lls, greedy, at = [], [], 1
-    for cont, branch in zip(request.continuations, seg.branches):
-        rows = torch.cat([logp[:1], logp[at : at + len(branch)]])
-        at += len(branch)
-        tokens = torch.tensor(cont, device=rows.device)
-        lls.append(float(rows.gather(1, tokens[:, None]).double().sum()))
-        greedy.append(bool((rows.argmax(-1) == tokens).all()))
-    return ChoiceScores(lls, greedy)
+def _row_scores(
+    logp: torch.Tensor, row: list[_Segment], requests: list[ChoiceRequest]
+) -> list[ChoiceScores]:
+    """Every continuation token of a row read with one gather and one argmax: a choice's first
+    token is predicted at its segment's trunk row, the rest along its own branch."""
+    rows, tokens, at = [], [], 0
+    for seg in row:
+        trunk, at = at, at + 1
+        for cont, branch in zip(requests[seg.request].continuations, seg.branches):
+            rows += [trunk, *range(at, at + len(branch))]
+            at += len(branch)
+            tokens += cont
+    index = torch.tensor(rows, device=logp.device)
+    target = torch.tensor(tokens, device=logp.device)
+    values = logp[index, target].tolist()
+    hits = (logp.argmax(-1)[index] == target).tolist()
+    scores, start = [], 0
+    for seg in row:
+        lls, greedy = [], []
+        for cont in requests[seg.request].continuations:
+            lls.append(sum(values[start : start + len(cont)]))
+            greedy.append(all(hits[start : start + len(cont)]))
+            start += len(cont)
+        scores.append(ChoiceScores(lls, greedy))
+    return scores
 
 
 @torch.inference_mode()
@@ -163,22 +170,24 @@ def score_choices(
     results: list[ChoiceScores | None] = [None] * len(requests)
     for indices in pack_rows([s.length for s in segments], pack_tokens):
         row = [segments[i] for i in indices]
-        for seg, logp in zip(row, _forward(model, cache, row)):
-            results[seg.request] = _choice_scores(logp, seg, requests[seg.request])
+        for seg, scores in zip(row, _row_scores(_forward(model, cache, row), row, requests)):
+            results[seg.request] = scores
     return results  # type: ignore[return-value]
 
 
 def score_choice_curve(
     model, requests: dict[int, list[ChoiceRequest]], *, pack_tokens: int = 768
 ) -> dict[int, list[ChoiceScores]]:
-    """Every shot count's prompts with one prefix encoding (`_curve_prefix`)."""
-    prefix = _curve_prefix(requests)
-    with torch.inference_mode():
-        cache = _prefix_cache(model, prefix) if prefix else []
-    return {
-        k: score_choices(model, reqs, prefix=prefix, cache=cache, pack_tokens=pack_tokens)
-        for k, reqs in sorted(requests.items())
-    }
+    """Every shot count's prompts with one prefix encoding (`_curve_prefix`), packed together so
+    that no shot count leaves a row half empty."""
+    counts = sorted(requests)
+    flat = [req for k in counts for req in requests[k]]
+    scores = score_choices(model, flat, prefix=_curve_prefix(requests), pack_tokens=pack_tokens)
+    out, start = {}, 0
+    for k in counts:
+        out[k] = scores[start : start + len(requests[k])]
+        start += len(requests[k])
+    return out
 
 
 def unconditional_scores(
