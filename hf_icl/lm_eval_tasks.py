@@ -213,6 +213,18 @@ def mc_documents(task: LmEvalTask, limit: int | None = None) -> list[McDocument]
     return docs
 
 
+def demo_example(task: LmEvalTask, doc: dict) -> tuple[str, list[str], int]:
+    """A few-shot pool document as lm-eval shows it in a prompt (fewshot_config's own
+    doc_to_text, doc_to_choice and doc_to_target where it sets them): text, choices and the
+    answer's index among them (-1 when the answer is not one of them)."""
+    lm, fewshot = task.task, task.task.fewshot_cfg
+    choices = list(lm.doc_to_choice(doc, fewshot.doc_to_choice)) if fewshot.doc_to_choice else []
+    target = lm.doc_to_target(doc, fewshot.doc_to_target)
+    if isinstance(target, str):
+        target = choices.index(target) if target in choices else -1
+    return lm.doc_to_text(doc, fewshot.doc_to_text), choices, int(target)
+
+
 @dataclass(frozen=True)
 class DemoSelection:
     """Which demonstrations lm-eval's formatter gets: ``task`` (its fewshot_config),
@@ -245,15 +257,40 @@ def _preset(pool: list[dict], demos: list[dict]):
     return Preset(pool)
 
 
-def _sampler(task: LmEvalTask, selection: DemoSelection):
+def _sampler(task: LmEvalTask, selection: DemoSelection, pool: list[dict]):
     from lm_eval.api import samplers
 
-    pool = task.fewshot_pool()
     name = selection.resolved(task)
     if name == "fixed":
         return _preset(pool, [pool[i] for i in selection.indices])
     cls = samplers.FirstNSampler if name == "first_n" else samplers.ContextSampler
     return cls(pool, rnd=selection.seed)
+
+
+def demo_rows(
+    task: LmEvalTask, docs: list[dict], shots: int, selection: DemoSelection
+) -> list[list[int]]:
+    """Per document, the few-shot pool rows its ``shots``-shot prompt shows, in order.
+
+    lm-eval's own sampler draws them, called as `fewshot_context` calls it (the document is
+    passed to be left out when the pool is the test split); its draws are the pool's own
+    objects, so each maps back to its row. Random selection is replayed exactly: lm-eval seeds
+    one `random.Random` per task and draws the documents' demos from it in order, and
+    `random.sample` consumes the stream differently for different n, so each shot count starts
+    again from the seed."""
+    if selection.rows is not None:
+        return [selection.rows(q, shots) for q in range(len(docs))]
+    if shots == 0:
+        return [[] for _ in docs]
+    pool = task.fewshot_pool()
+    row_of = {id(doc): i for i, doc in enumerate(pool)}
+    sampler = _sampler(task, selection, pool)
+    leave_out = task.task.fewshot_cfg.split == task.task.config.test_split
+    with _quiet_lm_eval():
+        return [
+            [row_of[id(d)] for d in sampler.sample(n=shots, eval_doc=doc if leave_out else None)]
+            for doc in docs
+        ]
 
 
 def check_shots(task: LmEvalTask, selection: DemoSelection, max_shots: int) -> None:
@@ -283,22 +320,17 @@ def check_shots(task: LmEvalTask, selection: DemoSelection, max_shots: int) -> N
 def fewshot_contexts(
     task: LmEvalTask, docs: list[dict], shots: int, selection: DemoSelection
 ) -> list[str]:
-    """lm-eval's prompt for each doc after ``shots`` demonstrations.
-
-    Random selection is replayed exactly: lm-eval seeds one `random.Random` per task and draws
-    the documents' demos from it in order, and `random.sample` consumes the stream differently
-    for different n, so each shot count starts again from the seed."""
+    """lm-eval's prompt for each doc after ``shots`` demonstrations (those of `demo_rows`)."""
+    pool = task.fewshot_pool()
+    rows = demo_rows(task, docs, shots, selection)
     original = getattr(task.task, "sampler", None)
+    prompts = []
     try:
         with _quiet_lm_eval():
-            if selection.rows is None:
-                task.task.sampler = _sampler(task, selection)
-                return [task.task.fewshot_context(doc=doc, num_fewshot=shots) for doc in docs]
-            pool, prompts = task.fewshot_pool(), []
-            for q, doc in enumerate(docs):  # each document its own list: one sampler each
-                task.task.sampler = _preset(pool, [pool[i] for i in selection.rows(q, shots)])
+            for doc, shown in zip(docs, rows):
+                task.task.sampler = _preset(pool, [pool[i] for i in shown])
                 prompts.append(task.task.fewshot_context(doc=doc, num_fewshot=shots))
-            return prompts
+        return prompts
     finally:
         if original is not None:
             task.task.sampler = original

@@ -264,3 +264,58 @@ def test_hf_icl_selections_on_lm_eval_tasks(tmp_path, lm_eval_task_dir, demos):
             f"{d['a']} plus {d['b']} makes {d['choices'][d['answer']]}\n\n" for d in shown
         )
         assert prompt == expected + f"{doc.doc['a']} plus {doc.doc['b']} makes"
+
+
+def parity_labels(folder: Path, split: str) -> list[int]:
+    rows = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+    return [(r["a"] + r["b"]) % 2 for r in rows]
+
+
+def test_baselines_on_a_fixed_label_set(tmp_path, lm_eval_task_dir):
+    """Every document's choices are even/odd: majority runs on exactly the demonstrations each
+    prompt showed; a task whose choices vary per document is skipped with a note."""
+    from hf_icl.lm_eval_tasks import fewshot_contexts
+
+    out = tmp_path / "run"
+    tasks = [
+        {"lm_eval": name, "include_path": str(lm_eval_task_dir)} for name in ("mc_parity", "mc_sum")
+    ]
+    tasks[0]["demos"] = {"selection": "fixed", "fixed": [1, 4, 5]}
+    cfg = config(tmp_path, tasks[0], tasks=tasks, shots=[0, 1, 3], baselines=["majority"])
+    assert main(["evaluate", str(cfg), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    baseline = [r for r in rows if r["model"] == "baseline:majority"]
+    assert {r["task"] for r in baseline} == {"mc_parity"}
+    demos, golds = parity_labels(lm_eval_task_dir, "train"), parity_labels(lm_eval_task_dir, "test")
+    assert [demos[i] for i in (1, 4, 5)] == [1, 1, 1] and demos[0] == 0
+    assert sorted((r["shots"], r["query_id"]) for r in baseline) == [
+        (k, q) for k in (0, 1, 3) for q in range(4)
+    ]
+    for r in baseline:  # the fixed list's first k rows, all odd; no demonstrations: a tie, even
+        assert r["demo_ids"] == [1, 4, 5][: r["shots"]]
+        assert r["pred"] == (1 if r["shots"] else 0)
+        assert r["gold"] == golds[r["query_id"]]
+    report = (out / "report.md").read_text()
+    assert "`mc_sum`" in report and "baselines not run (choices vary per document)" in report
+
+    cfg = from_dict(
+        EvaluateConfig,
+        yaml.safe_load(
+            config(tmp_path, {**tasks[0], "demos": {"selection": "lm_eval_default"}}).read_text()
+        ),
+    )
+    [task] = check_evaluation(cfg)
+    source = task.lm_eval
+    episode, plan = source.unit_demos(1)
+    texts = [f"Is {r['a']} + {r['b']} even or odd? It is" for r in source.task.fewshot_pool()]
+    words = ["even", "odd"]
+    prompts = fewshot_contexts(
+        source.task, [d.doc for d in source.docs], 2, source.selection_for(1)
+    )
+    for q, prompt in enumerate(prompts):  # lm-eval's random draws, one list per document
+        shown = plan.rows(q, 2)
+        assert (
+            prompt
+            == "".join(f"{texts[r]} {words[demos[r]]}\n\n" for r in shown) + (episode.query_x[q])
+        )
+    assert len({tuple(plan.rows(q, 2)) for q in range(4)}) > 1

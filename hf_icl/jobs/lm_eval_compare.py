@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from hf_icl.analysis import capture_queries, record_kv_gradients, similarities
 from hf_icl.errors import HfIclError
 from hf_icl.finetune import TrainingDemo
-from hf_icl.jobs.lm_eval_runs import LmEvalSource
+from hf_icl.lm_eval_entries import LmEvalSource
 from hf_icl.lm_eval_tasks import DemoSelection, LmEvalEncoder, fewshot_contexts
 from hf_icl.multiple_choice import (
     ChoiceScores,

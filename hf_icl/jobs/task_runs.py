@@ -22,7 +22,7 @@ from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.generation_config import ScoringOptions
 from hf_icl.jobs.evaluate_config import EvaluateConfig, split_task_models
-from hf_icl.jobs.lm_eval_runs import is_lm_eval_entry, prepare_lm_eval_entry
+from hf_icl.lm_eval_entries import is_lm_eval_entry, prepare_lm_eval_entry
 from hf_icl.render import RenderOptions
 from hf_icl.samplers import TaskSampler, rng_for
 from hf_icl.tasks import Entry, TaskDef, load_task, located, parse_section
@@ -37,7 +37,7 @@ class TaskRun:
     render: RenderOptions
     models: frozenset[int] | None = None  # indices into config.models; None = all
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
-    lm_eval: Any = None  # jobs.lm_eval_runs.LmEvalSource for an lm-eval task entry
+    lm_eval: Any = None  # lm_eval_entries.LmEvalSource for an lm-eval task entry
     demos: DemoOptions = field(default_factory=DemoOptions)
     where: str = "tasks"  # the config entry, for errors found while running
 
@@ -191,6 +191,8 @@ def unit_demos(
     prompts extend one another is folded into the episode, so every scorer handles it.
     ``preview``: for checks before any model loads (`encoder: model` gets placeholder states,
     so the plan's shape and errors are real but not its rows)."""
+    if task.lm_eval is not None:  # the demonstrations lm-eval's prompts show each document
+        return task.lm_eval.unit_demos(seed)
     if task.demos.default or config.protocol == "sequential":
         return draw_episode(config, task, seed, order), None
     episode = draw_episode(config, task, seed, 0)
@@ -220,8 +222,8 @@ def first_episodes(
     episodes = []
     for i, task in enumerate(tasks):
         where = Entry(source, f"tasks.{i}")
-        if task.lm_eval is not None:  # no Episode: lm-eval writes its prompts
-            episodes.append(None)
+        if task.lm_eval is not None:  # lm-eval writes its prompts; None: choices vary
+            episodes.append(task.lm_eval.baseline_episode())
             continue
         pool = task.sampler.max_demos()
         if pool is not None and needed > pool:
