@@ -195,3 +195,37 @@ def test_loading_from_an_unreachable_hub_is_one_line(monkeypatch):
         r"its tokenizer: the Hugging Face Hub is unreachable: offline mode is on",
     ):
         load_model("HuggingFaceTB/SmolLM2-135M")
+
+
+def test_a_trained_small_model_folder_loads_as_its_learner(tmp_path):
+    from hf_icl.config import to_dict
+    from hf_icl.models import (
+        ICLModel,
+        SmallModelConfig,
+        build_small_model,
+        load_tokenizer,
+        save_learner,
+    )
+
+    config = SmallModelConfig(architecture="looped_linear_attention", loops=3, init_std=0.3)
+    lsa = build_small_model(config, seed=0, dim=4).eval()
+    info = {"kind": "small", "small_model": to_dict(config), "read_in": False}
+    save_learner(ICLModel(lsa), tmp_path, None, info)
+    code = (
+        "import sys\n"
+        "from hf_icl.models import ModelSpec, check_model_spec\n"
+        f"check_model_spec(ModelSpec(spec={str(tmp_path)!r}, eval_loops=[6]))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout == "False\n"  # its own model_type is no error, and no torch is needed
+    model, tokenizer = load_model(str(tmp_path))
+    assert isinstance(model, ICLModel) and tokenizer is None and not model.training
+    x, y = torch.randn(2, 5, 4), torch.randn(2, 5)
+    rows, cols = torch.tensor([0, 1, 1]), torch.tensor([4, 2, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(rows, cols, x=x, labels=y), ICLModel(lsa)(rows, cols, x=x, labels=y)
+        )
+    with pytest.raises(HfIclError, match="small model reads numeric tasks .* has no tokenizer"):
+        load_tokenizer(str(tmp_path))

@@ -7,7 +7,8 @@ score each unit's episode with the scorer, baselines predict the same episode's 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,15 @@ from hf_icl.demos import DemoPlan
 from hf_icl.episode import Episode
 from hf_icl.jobs.baselines import BaselineRun, baseline_learner, plan_baselines
 from hf_icl.jobs.checks import check_evaluation
+from hf_icl.jobs.embedding_checks import check_model_tasks
+from hf_icl.jobs.embedding_rows import embedding_unit_rows
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.jobs.evaluate_report import reports
 from hf_icl.jobs.prompt_checks import check_prompts
 from hf_icl.jobs.samples import position_row, query_row, rounded, unit_row
 from hf_icl.jobs.task_runs import TaskRun, first_episodes, unit_demos
 from hf_icl.jobs.units import Learner, Unit, UnitPlan, model_learner, run_units
-from hf_icl.models import ModelSpec
+from hf_icl.models import ICLModel, ModelSpec
 from hf_icl.render import TextRenderer
 from hf_icl.results import RunFolder, write_reports
 from hf_icl.runtime import JobOptions, Shard
@@ -45,9 +48,11 @@ def prepare(
     config: EvaluateConfig, source: str = "config", options: JobOptions | None = None
 ) -> EvaluatePlan:
     """Every check an evaluation needs before its folder exists: models, tasks, shots against
-    each pool, baselines, label words and prompt lengths with each model's tokenizer."""
+    each pool, which tasks each model reads, baselines, label words and prompt lengths with
+    each model's tokenizer."""
     tasks = check_evaluation(config, source)
     episodes = first_episodes(config, tasks, source)
+    check_model_tasks(config, tasks, episodes, source)
     with located(source):
         baselines = plan_baselines(config, episodes)
     check_prompts(config, tasks, episodes, source)
@@ -157,9 +162,11 @@ def model_unit(
             config.pack_tokens,
             task.scoring,
         )
-    renderer = TextRenderer(tokenizer, task.render)
     episode, plan = unit_demos(config, task, unit.seed, unit.order)
     base = unit_row(unit, label, task.name, episode)
+    if isinstance(model, ICLModel):  # a train run's small model: the embedding renderer
+        return embedding_unit_rows(model, config, episode, plan, base)
+    renderer = TextRenderer(tokenizer, task.render)
     if plan is not None:
         return score_unit_plan(model, renderer, config, task, plan, base)
     if task.scoring.method == "generate":
@@ -170,17 +177,30 @@ def model_unit(
     return score(model, renderer, config, task, episode, base)
 
 
+def loop_runs(spec: ModelSpec) -> list[tuple[ModelSpec, int | None]]:
+    """The model as trained, then at each of its ``eval_loops`` counts under its own label."""
+    return [(spec, None)] + [
+        (replace(spec, name=f"{spec.label}, {loops} loops"), loops) for loops in spec.eval_loops
+    ]
+
+
 def unit_plan(config: EvaluateConfig, plan: EvaluatePlan) -> UnitPlan:
     """The models (on the tasks each may run), then every baseline × task it applies to."""
     tasks = plan.tasks
 
-    def setup(spec: ModelSpec, model, tokenizer) -> Callable[[Unit], list[dict]]:
+    def setup(
+        spec: ModelSpec, model, tokenizer, loops: int | None = None
+    ) -> Callable[[Unit], list[dict]]:
+        if loops is not None:  # a looped model run with another number of loops
+            model.lm.config.loops = loops
         return lambda unit: model_unit(config, tasks, spec.label, model, tokenizer, unit)
 
     learners: list[Learner] = []
     for m, spec in enumerate(config.models):
         on = [t for t, task in enumerate(tasks) if task.models is None or m in task.models]
-        learners.append(model_learner(spec, on, setup))
+        learners += [
+            model_learner(s, on, partial(setup, loops=loops)) for s, loops in loop_runs(spec)
+        ]
     learners += [baseline_learner(config, tasks, run) for run in plan.baselines]
     per_shot = 1 if config.protocol == "sequential" else config.num_queries
     shapes = {

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 from hf_icl.episode import Episode
 from hf_icl.errors import HfIclError
 from hf_icl.models.loading import load_model
-from hf_icl.models.spec import ModelSpec
+from hf_icl.models.spec import LEARNER_FILE, ModelSpec
 from hf_icl.render.embedding import (
     EmbeddingRenderer,
     ReadIn,
@@ -28,8 +29,6 @@ from hf_icl.render.embedding import (
     save_read_in_out,
 )
 from hf_icl.render.text import TextRenderer
-
-LEARNER_FILE = "hf_icl_learner.json"
 
 
 @dataclass
@@ -176,6 +175,23 @@ class ICLModel(nn.Module):
         if self.read_out is not None:
             return self.read_out(picked).squeeze(-1)
         return base.get_output_embeddings()(picked)
+
+
+def small_model_renderer(model: ICLModel, episode: Episode) -> EmbeddingRenderer:
+    """How a trained small model reads episodes like ``episode``: its layout, and class c as
+    label token c, as the trainer rendered them."""
+    labels = None if episode.is_regression else list(range(episode.num_classes))
+    layout = "paired" if getattr(_base(model.lm), "paired_layout", False) else "interleaved"
+    return EmbeddingRenderer(np.shape(episode.demo_x)[1], labels, layout)
+
+
+def label_outputs(model: ICLModel, batch: LabelBatch) -> torch.Tensor:
+    """The last loop's outputs at a batch's labels, as the trainer's evaluation reads them:
+    (N, classes) logits over the candidate labels, or (N,) predicted targets."""
+    batch = batch.to(next(model.parameters()).device)
+    with torch.no_grad():
+        last = model(batch.rows, batch.cols, **batch.inputs)[-1].float().cpu()
+    return last if batch.candidates is None else last[:, batch.candidates.cpu()]
 
 
 def loss_sum(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

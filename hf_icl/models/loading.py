@@ -16,8 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hf_icl.errors import HfIclError
 from hf_icl.hub import hub_errors
-from hf_icl.models.spec import ModelSpec, check_model_spec, folder_gguf, not_installed
+from hf_icl.models.spec import (
+    ModelSpec,
+    check_model_spec,
+    folder_gguf,
+    not_installed,
+    trained_small_model,
+)
 
 if TYPE_CHECKING:  # torch loads lazily: specs are validated before any heavy import
     import torch
@@ -153,6 +160,11 @@ def load_tokenizer(spec: ModelSpec | str):
     """The spec's tokenizer, with a pad token, without loading the model's weights."""
     spec = ModelSpec(spec=spec) if isinstance(spec, str) else spec
     check_model_spec(spec)
+    if trained_small_model(spec) is not None:
+        raise HfIclError(
+            f"model spec {spec.spec!r}: a train run's small model reads numeric tasks through "
+            "the embedding renderer and has no tokenizer"
+        )
     return _tokenizer(_source(spec), spec)
 
 
@@ -199,22 +211,33 @@ def keep_4bit_trainable(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _build_model(source: str, spec: ModelSpec, vocab_size: int):
+def model_config(spec: ModelSpec, vocab_size: int):
+    """The spec's transformers config, without its weights (a tiny model's: ``vocab_size``)."""
+    if spec.spec.startswith("tiny-random-"):
+        return tiny_config(spec.spec.removeprefix("tiny-random-"), vocab_size)
+    from transformers import AutoConfig
+
+    with _loading(spec, "its config"):
+        return AutoConfig.from_pretrained(
+            _source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+
+
+def _build_model(source: str, spec: ModelSpec, vocab_size: int, seed: int):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     attn = spec.attn_implementation or "sdpa"
-    if spec.spec.startswith("tiny-random-"):
-        config = tiny_config(spec.spec.removeprefix("tiny-random-"), vocab_size)
+    tiny = spec.spec.startswith("tiny-random-")
+    if tiny or spec.init == "random":
+        config = model_config(spec, vocab_size)
         config._attn_implementation = attn
-        torch.manual_seed(0 if spec.init == "pretrained" else 1)  # "random": a different draw
-        return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+        # a tiny model's stand-in "pretrained" weights are seed 0's draw; random ones follow it
+        torch.manual_seed(0 if spec.init == "pretrained" else seed + int(tiny))
+        return AutoModelForCausalLM.from_config(
+            config, attn_implementation=attn, trust_remote_code=spec.trust_remote_code
+        )
     common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    if spec.init == "random":
-        with _loading(spec, "its config"):
-            config = AutoConfig.from_pretrained(source, **common)
-        torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     kwargs = dict(common, use_safetensors=True, attn_implementation=attn, dtype=torch.float32)
     if spec.quantization:
         kwargs["quantization_config"] = _quantization_config(spec)
@@ -226,20 +249,27 @@ def _build_model(source: str, spec: ModelSpec, vocab_size: int):
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
-def load_model(spec: ModelSpec | str):
-    """Turn a model spec into (model, tokenizer), in eval mode, with every quirk handled."""
+def load_model(spec: ModelSpec | str, seed: int = 0):
+    """Turn a model spec into (model, tokenizer), in eval mode, with every quirk handled; a
+    train run's small model comes back as its trained learner (``ICLModel``), without a
+    tokenizer. ``seed``: the draw of an ``init: random`` model (transformers' own init)."""
     spec = ModelSpec(spec=spec) if isinstance(spec, str) else spec
     check_model_spec(spec)
+    if trained_small_model(spec) is not None:
+        from hf_icl.models.learner import load_trained
+
+        learner, _ = load_trained(spec.spec)
+        _place(learner, spec)
+        return learner, None
     source = _source(spec)
     tokenizer = _tokenizer(source, spec)
-    model = _build_model(source, spec, len(tokenizer))
+    model = _build_model(source, spec, len(tokenizer), seed)
     if not spec.quantization:
         _clear_gguf_marker(model)
     if spec.quantization == "4bit" and not spec.bnb_cpu_inference_layout:
         keep_4bit_trainable(model)
     if not spec.quantization:
-        if spec.device not in ("cpu", "auto"):
-            model.to(spec.device)
+        _place(model, spec)
         if spec.dtype != "float32":
             model.to(torch_dtype(spec.dtype))
     if spec.adapter:
@@ -254,6 +284,12 @@ def load_model(spec: ModelSpec | str):
         enable_momentum(model, **dataclasses.asdict(spec.momentum))
     model.eval()
     return model, tokenizer
+
+
+def _place(model: torch.nn.Module, spec: ModelSpec) -> None:
+    """An unquantised model onto the spec's device ('cpu' and 'auto': where it loaded)."""
+    if spec.device not in ("cpu", "auto"):
+        model.to(spec.device)
 
 
 def add_lora(model: torch.nn.Module, config) -> torch.nn.Module:

@@ -17,6 +17,7 @@ from hf_icl.attention.settings import MomentumConfig
 from hf_icl.config import from_dict, option
 from hf_icl.errors import HfIclError, did_you_mean
 from hf_icl.hub import OFFLINE, first_sentence, hub_offline
+from hf_icl.models.small_config import LOOPED_ARCHITECTURES, SmallModelConfig
 
 TINY_ARCHS = ("llama", "gemma3", "qwen2")
 # The offline aliases that are GGUF checkpoints, and the pip package that ships each.
@@ -55,10 +56,17 @@ class ModelSpec:
         "variant: additive}",
     )
     name: str | None = option(None, help="display name in reports (default: spec)")
+    eval_loops: list[int] = option(
+        default_factory=list,
+        help="a trained looped model's folder: loop counts at which it is also evaluated "
+        "(each reported as '<name>, L loops'; the trained count always runs)",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.momentum, dict):  # ModelSpec(..., momentum={"eta": 0.1}) in Python
             self.momentum = from_dict(MomentumConfig, self.momentum, "model spec", "momentum")
+        if any(loops < 1 for loops in self.eval_loops):
+            raise ValueError(f"eval_loops: loop counts must be ≥ 1, got {self.eval_loops}")
 
     @property
     def label(self) -> str:
@@ -68,6 +76,49 @@ class ModelSpec:
         if self.momentum:
             label += f" η={self.momentum.eta}"
         return label
+
+
+LEARNER_FILE = "hf_icl_learner.json"  # saved by a train run next to its model: how to load it
+
+
+@dataclass(frozen=True)
+class TrainedSmallModel:
+    """A train run's small model as its folder describes it, read without loading it."""
+
+    config: SmallModelConfig
+    dim: int | None  # the input size, where the model records it (linear attention)
+
+    @property
+    def looped(self) -> bool:
+        return self.config.architecture in LOOPED_ARCHITECTURES
+
+
+def trained_small_model(spec: ModelSpec) -> TrainedSmallModel | None:
+    """The small model a train run saved in the spec's folder, or None for any other spec: it
+    reads numeric tasks through the embedding renderer and has no tokenizer."""
+    path = Path(spec.spec) / LEARNER_FILE
+    if spec.spec in ALIAS_HELP or not path.is_file():
+        return None
+    info = _json_object(path)
+    if info.get("kind") != "small":
+        return None
+    config = from_dict(SmallModelConfig, info.get("small_model"), str(path), "small_model")
+    dim = None
+    if config.layout == "paired":
+        dim = _json_object(Path(spec.spec) / "config.json").get("dim")
+    return TrainedSmallModel(config, dim)
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HfIclError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HfIclError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise HfIclError(f"{path}: expected a JSON object")
+    return data
 
 
 INSTALL = {
@@ -109,6 +160,7 @@ def check_model_spec(spec: ModelSpec, where: str = "") -> None:
         _check_source(spec)
         if spec.adapter:
             _check_adapter(spec.adapter, spec.revision)
+        _check_loops(spec)
     except HfIclError as err:
         raise HfIclError(f"{where}: {err}" if where else str(err)) from None
 
@@ -173,7 +225,41 @@ def _check_folder(folder: Path, spec: ModelSpec) -> None:
             else ""
         )
         raise HfIclError(f"{what}: the folder holds no *.safetensors weights{pickles}")
+    if trained_small_model(spec) is not None:
+        _check_small(spec)
+        return
     _check_model_type(folder, spec)
+
+
+def _check_small(spec: ModelSpec) -> None:
+    """A trained small model is evaluated as it was trained: nothing is loaded on top of it."""
+    added = {
+        "dtype": spec.dtype != "float32",
+        "adapter": spec.adapter is not None,
+        "quantization": spec.quantization is not None,
+        "init": spec.init != "pretrained",
+        "momentum": spec.momentum is not None,
+    }
+    for name, present in added.items():
+        if present:
+            raise HfIclError(
+                f"{name}: model spec {spec.spec!r} is a trained small model, evaluated as it "
+                f"was trained (float32, nothing loaded on top); remove {name}"
+            )
+
+
+def _check_loops(spec: ModelSpec) -> None:
+    small = trained_small_model(spec) if spec.eval_loops else None
+    if spec.eval_loops and (small is None or not small.looped):
+        kind = (
+            "not a train run's small model"
+            if small is None
+            else f"a trained {small.config.architecture} model"
+        )
+        raise HfIclError(
+            f"eval_loops: model spec {spec.spec!r} is {kind}; eval_loops applies to a "
+            f"trained model of architecture {' or '.join(LOOPED_ARCHITECTURES)}"
+        )
 
 
 def _check_model_type(folder: Path, spec: ModelSpec) -> None:
@@ -181,11 +267,8 @@ def _check_model_type(folder: Path, spec: ModelSpec) -> None:
     path = folder / "config.json"
     if not path.is_file():
         raise HfIclError(f"model spec {spec.spec!r}: the folder has no config.json")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise HfIclError(f"{path}: invalid JSON ({err})") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    config = _json_object(path)
+    model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise HfIclError(f"{path}: no model_type")
     if _known_model_type(model_type):
