@@ -71,7 +71,9 @@ class TrainSection:
     )
     gradient_checkpointing: bool = option(False, help="recompute activations in backward")
     curriculum: bool = option(True, help="follow the regression tasks' curriculum, if any")
-    seed: int = option(0, help="seed of the initialisation (adapters, read-in, small model)")
+    seed: int = option(
+        0, help="seed of the initialisation (adapters, read-in, small model, model.init: random)"
+    )
     log_every: int = option(10, help="steps between metrics.jsonl lines")
     eval_every: int = option(100, help="steps between evaluations (also before and after)")
     eval_episodes: int = option(32, help="episodes per task and split in each evaluation")
@@ -159,6 +161,15 @@ class TrainConfig:
             raise ValueError(
                 f"train.finetune: {self.train.finetune!r} applies to pretrained "
                 "models; a small model trains fully"
+            )
+        if self.model is not None and self.model.init == "random" and self.train.finetune != "full":
+            why = {
+                "lora": "there is nothing pretrained to adapt",
+                "read_in": "only a read-in would train, into a frozen random model",
+            }[self.train.finetune]
+            raise ValueError(
+                f"train.finetune: {self.train.finetune!r} with model.init: random: {why}; "
+                "use finetune: full"
             )
         if self.model is not None and self.model.quantization and self.train.finetune == "full":
             raise ValueError(

@@ -5,6 +5,7 @@ position before vs after training, with baselines), and the optional Hub push.""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -38,6 +39,9 @@ def model_name(config: TrainConfig) -> str:
         return f"{small.architecture} ({small.parameterization}{loops})"
     if small is not None:
         return f"small {small.architecture} ({small.layers} layers, hidden {small.hidden})"
+    if config.model.init == "random" and not config.model.name:
+        # trained from a random init: the spec's label would call it the untrained control
+        return f"{replace(config.model, init='pretrained').label} (from random init)"
     return config.model.label
 
 

@@ -16,15 +16,15 @@ from hf_icl.training.tasks import PreparedTasks, TrainTask, prepare_tasks
 
 
 def load_lm(config: TrainConfig, dim: int = 1) -> nn.Module:
-    """The pretrained spec's model, or a freshly initialised small model for ``dim``-sized
-    inputs (the tokenizer comes with the prepared tasks)."""
+    """The spec's model (pretrained, or ``init: random`` drawn from train.seed), or a freshly
+    initialised small model for ``dim``-sized inputs (the tokenizer comes with the tasks)."""
     if config.small_model is not None:
         from hf_icl.models import build_small_model
 
         return build_small_model(config.small_model, config.train.seed, dim)
     from hf_icl.models import load_model
 
-    return load_model(config.model)[0]
+    return load_model(config.model, config.train.seed)[0]
 
 
 def _adapt(lm: nn.Module, config: TrainConfig) -> nn.Module:

@@ -2,8 +2,9 @@
 turned into a ``TrainTask`` (sampler + renderer + metric).
 
 The train job builds them in ``prepare``, before the run folder exists, so that a mistake the
-tokenizer reveals (mixed renderers, a multi-token label word, input sizes the shared read-in
-cannot take) leaves nothing behind; the trainer reuses what ``prepare`` built. Importing this
+tokenizer or the model's config reveals (mixed renderers, a multi-token label word, input sizes
+the shared read-in cannot take, a model without inputs_embeds, a sequence longer than the
+context window) leaves nothing behind; the trainer reuses what ``prepare`` built. Importing this
 module imports no torch: that happens in ``build_tasks``, after the cheap checks.
 """
 
@@ -138,7 +139,8 @@ def _label_tokens(
 
 
 def build_tasks(config: TrainConfig, entries: list[TaskEntry]) -> PreparedTasks:
-    """The task streams with their renderers; loads the model's tokenizer (not its weights)."""
+    """The task streams with their renderers, checked against the model's tokenizer and
+    config (its weights are not loaded)."""
     from hf_icl.models import embedding_batch, load_tokenizer, text_batch
     from hf_icl.render.embedding import EmbeddingRenderer
 
@@ -179,7 +181,11 @@ def build_tasks(config: TrainConfig, entries: list[TaskEntry]) -> PreparedTasks:
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise HfIclError(f"tasks: duplicate task name in {names}; give one an alias with 'as:'")
-    return PreparedTasks(tasks, kind, tokenizer)
+    from hf_icl.training.model_checks import check_model_fits
+
+    prepared = PreparedTasks(tasks, kind, tokenizer)
+    check_model_fits(config, prepared)
+    return prepared
 
 
 def prepare_tasks(config: TrainConfig, source: str = "") -> PreparedTasks:
