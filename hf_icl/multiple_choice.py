@@ -78,15 +78,24 @@ def _curve_prefix(requests: dict[int, list[ChoiceRequest]]) -> list[int]:
     return top[0].context[:-1] if top else []
 
 
-def check_window(requests: list[ChoiceRequest], limit: int | None, where: str) -> None:
-    """A prompt longer than the context window is refused (lm-eval would cut its left end)."""
+def check_window(
+    task: LmEvalTask,
+    docs: list[McDocument],
+    requests: list[ChoiceRequest],
+    shots: int,
+    limit: int | None,
+    where: str = "",
+) -> None:
+    """A prompt the model cannot read whole is refused, where lm-eval would cut its left end:
+    one line naming the task, the document, the shot count and the window."""
     if limit is None:
         return
-    for i, req in enumerate(requests):
-        length = len(req.context) + max(len(c) for c in req.continuations)
+    for doc, req in zip(docs, requests):
+        length = len(req.context) + max(len(c) for c in req.continuations) - 1  # tokens read
         if length > limit:
             raise HfIclError(
-                f"{where}: prompt {i} is {length} tokens, over the model's context "
+                f"{where}lm-eval task {task.name!r}: document {doc.doc_id} at {shots} shots "
+                f"is {length} tokens (context and longest choice), over the model's context "
                 f"window of {limit}; lower shots"
             )
 
@@ -246,7 +255,7 @@ def score_lm_eval_task(
     encoder = LmEvalEncoder(tokenizer)
     requests = {k: lm_eval_requests(task, docs, k, selection, encoder) for k in shots}
     for k in shots:
-        check_window(requests[k], context_window(model), f"lm-eval task {task.name!r}: shots {k}")
+        check_window(task, docs, requests[k], k, context_window(model))
     return score_choice_curve(model, requests, pack_tokens=pack_tokens)
 
 

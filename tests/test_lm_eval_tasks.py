@@ -15,7 +15,7 @@ from hf_icl.config import from_dict
 from hf_icl.errors import HfIclError
 from hf_icl.jobs.checks import check_evaluation
 from hf_icl.jobs.evaluate_config import EvaluateConfig
-from hf_icl.lm_eval_tasks import DemoSelection, check_shots, load_lm_eval_tasks, mc_documents
+from hf_icl.lm_eval_tasks import DemoSelection, check_shots, load_lm_eval_tasks
 
 
 def listing(root: Path) -> set[str]:
@@ -128,44 +128,65 @@ def test_too_many_shots(tmp_path, lm_eval_task_dir, capsys):
     assert "30 shots requested but its few-shot pool holds 24 demonstrations" in line
 
 
-def test_task_errors(lm_eval_task_dir):
-    with pytest.raises(HfIclError, match="output_type 'loglikelihood' is not supported"):
-        mc_documents(
-            load_lm_eval_tasks(str(variant(lm_eval_task_dir, "ll", output_type="loglikelihood")))[0]
-        )
-    # lm-eval itself checks the first document when it loads a task: break a later one
-    bad_gold = variant(
-        lm_eval_task_dir, "bad_gold", doc_to_target="{{answer + (9 if a > 10 else 0)}}"
+def first_test_doc(folder: Path, condition) -> int:
+    rows = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    return next(i for i, r in enumerate(rows) if condition(r))
+
+
+@pytest.mark.parametrize(
+    "name, changes, message",
+    [
+        (
+            "ll",
+            {"output_type": "loglikelihood"},
+            "lm-eval task 'll': output_type 'loglikelihood' is not supported",
+        ),
+        # lm-eval itself checks the first document when it loads a task: break a later one
+        (
+            "bad_gold",
+            {"doc_to_target": "{{answer + (9 if a > 10 else 0)}}"},
+            "lm-eval task 'bad_gold': document {doc} has gold",
+        ),
+        (
+            "no_choices",
+            {"doc_to_choice": "{{[] if a > 10 else choices}}"},
+            "lm-eval task 'no_choices': document {doc} has no choices",
+        ),
+        (
+            "long",
+            {"doc_to_text": "{{'pad ' * 2100 if a > 10 else ''}}{{a}} plus {{b}} makes"},
+            "lm-eval task 'long': document {doc} at 0 shots is",
+        ),
+        (
+            "hub_task",
+            {"dataset_path": "someone/not-cached-here", "dataset_kwargs": {}},
+            "dataset 'someone/not-cached-here' cannot be loaded: the Hugging Face Hub is "
+            "unreachable",
+        ),
+    ],
+)
+def test_bad_task_files(tmp_path, lm_eval_task_dir, capsys, name, changes, message):
+    """Each bad lm-eval task is one line naming it, exit 2, and no run folder."""
+    path = variant(lm_eval_task_dir, name, **changes)
+    line = fails_cleanly(
+        capsys, tmp_path, ["evaluate", str(config(tmp_path, {"lm_eval": str(path)}))]
     )
-    with pytest.raises(HfIclError, match=r"document \d+ has gold \d+ outside its \d choices"):
-        mc_documents(load_lm_eval_tasks(str(bad_gold))[0])
-    no_choices = variant(
-        lm_eval_task_dir, "no_choices", doc_to_choice="{{[] if a > 10 else choices}}"
-    )
-    with pytest.raises(HfIclError, match=r"document \d+ has no choices"):
-        mc_documents(load_lm_eval_tasks(str(no_choices))[0])
+    assert message.format(doc=first_test_doc(lm_eval_task_dir, lambda r: r["a"] > 10)) in line
+    if name == "long":  # every token the model would read, against tiny-random-llama's window
+        assert "(context and longest choice), over the model's context window of 2048" in line
+
+
+def test_fixed_indices_outside_the_pool(lm_eval_task_dir):
     task = load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))[0]
     with pytest.raises(HfIclError, match=r"demos.indices \[99\] outside the few-shot pool"):
         check_shots(task, DemoSelection("fixed", indices=(1, 99)), 2)
 
 
-def test_hub_dataset_offline_is_one_line(lm_eval_task_dir, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    path = variant(
-        lm_eval_task_dir, "hub_task", dataset_path="someone/not-cached-here", dataset_kwargs={}
-    )
-    with pytest.raises(HfIclError) as err:
-        load_lm_eval_tasks(str(path))
-    text = str(err.value)
-    assert "'someone/not-cached-here'" in text and "Hub is unreachable" in text
-    assert "\n" not in text
-
-
-def test_without_lm_eval_says_how_to_install(monkeypatch, lm_eval_task_dir):
+def test_without_lm_eval_says_how_to_install(tmp_path, monkeypatch, lm_eval_task_dir, capsys):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
-    with pytest.raises(HfIclError, match=r"pip install 'hf-icl\[lm-eval\]'"):
-        load_lm_eval_tasks("mc_sum", str(lm_eval_task_dir))
+    entry = {"lm_eval": "mc_sum", "include_path": str(lm_eval_task_dir)}
+    line = fails_cleanly(capsys, tmp_path, ["evaluate", str(config(tmp_path, entry))])
+    assert "lm-eval tasks need lm-evaluation-harness: pip install 'hf-icl[lm-eval]'" in line
 
 
 def test_lm_eval_default_only_for_lm_eval_entries(tmp_path, text_task_dir, capsys):

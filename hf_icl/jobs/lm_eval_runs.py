@@ -26,7 +26,7 @@ def check_lm_eval_prompts(
     encoder = LmEvalEncoder(tokenizer)
     for k in sorted(set(shots)):
         requests = lm_eval_requests(source.task, source.docs, k, source.selection_for(0), encoder)
-        check_window(requests, limit, f"{where}: shots {k}")
+        check_window(source.task, source.docs, requests, k, limit, f"{where}: ")
 
 
 def lm_eval_unit_rows(
