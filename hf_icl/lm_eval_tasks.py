@@ -41,6 +41,7 @@ class LmEvalTask:
     name: str
     task: Any  # lm_eval.api.task.ConfigurableTask
     group: str | None = None
+    _pool: list[dict] | None = field(default=None, init=False, repr=False)
 
     @property
     def output_type(self) -> str:
@@ -65,8 +66,11 @@ class LmEvalTask:
         return sampler if isinstance(sampler, str) else type(sampler).__name__
 
     def fewshot_pool(self) -> list[dict]:
-        docs = self.task.fewshot_docs()
-        return list(docs) if docs is not None else []
+        """The few-shot documents, read once: the same objects on every call."""
+        if self._pool is None:
+            docs = self.task.fewshot_docs()
+            self._pool = list(docs) if docs is not None else []
+        return self._pool
 
     def eval_docs(self, limit: int | None = None) -> list[dict]:
         docs = self.task.eval_docs
