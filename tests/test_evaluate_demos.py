@@ -144,6 +144,18 @@ def test_topk_with_each_models_own_states_end_to_end(tmp_path):
     assert chosen[models[0]] != chosen[models[1]]  # each model selects with its own states
 
 
+def test_encoder_model_needs_a_model_on_the_task(tmp_path, capsys):
+    task = {"name": "sentiment", "models": [], "demos": {"selection": "topk", "encoder": "model"}}
+    line = fails_cleanly(
+        capsys,
+        tmp_path,
+        ["evaluate", str(write(tmp_path, tasks=[task])), "--out", str(tmp_path / "run")],
+    )
+    assert (
+        "tasks.0.demos.encoder: 'model' selects with the evaluated model's states, but no " in line
+    )
+
+
 def test_balanced_needs_enough_of_each_class_and_old_key_points_to_new(
     tmp_path, text_task_dir, capsys
 ):
