@@ -35,6 +35,7 @@ LAYERS = [
         "icl_model",
         "demos",
         "lm_eval_tasks",
+        "lm_eval_entries",
         "multiple_choice",
         "demo_scoring",
         "filters",

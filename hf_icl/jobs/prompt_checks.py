@@ -8,6 +8,7 @@ from hf_icl.errors import HfIclError
 from hf_icl.jobs.evaluate_config import EvaluateConfig
 from hf_icl.jobs.task_runs import TaskRun
 from hf_icl.models import ModelSpec
+from hf_icl.models.spec import trained_small_model
 from hf_icl.render import RenderedEpisode, TextRenderer
 from hf_icl.tasks import Entry, located
 
@@ -65,6 +66,8 @@ def check_prompts(
     """Label words and prompt lengths with each model's real tokenizer (weights not loaded)."""
     seen: set[tuple] = set()
     for m, spec in enumerate(config.models):
+        if trained_small_model(spec) is not None:  # no tokenizer: jobs/embedding_checks.py
+            continue
         key = (
             spec.spec,
             spec.revision,

@@ -69,11 +69,6 @@ def prepare_tasks(config: EvaluateConfig, source: str = "config") -> list[TaskRu
             continue
         definition, sampler = load_task(ref, where)
         render = parse_section(definition, RenderOptions, "render", definition.render, where)
-        if render.renderer != "text":
-            raise HfIclError(
-                f"{where}: render.renderer {render.renderer!r} needs a trained "
-                "read-in; evaluate pretrained LLMs with renderer: text"
-            )
         if scoring.method == "generate" and config.protocol != "queries":
             raise HfIclError(f"{where}: scoring.method generate needs protocol: queries")
         check_demos(config, demos, scoring, where)
