@@ -24,29 +24,29 @@ def reports(config: SuiteConfig, folder: RunFolder, results: dict) -> Reports:
     lines = [f"# {config.title or 'hf-icl suite'}", ""]
     if config.description:
         lines += [config.description.strip(), ""]
-    lines += [
-        "| run | job | final training loss | loss 5% below ln C (left the plateau) at step "
-        "| folder |",
-        "|---|---|---|---|---|",
-    ]
     metrics = {
         r["name"]: RunFolder(folder.path / r["name"]).read_jsonl("metrics.jsonl")
         for r in results["runs"]
         if r["job"] == "train"
     }
+    # Training columns only where some run trains: an evaluation suite gets a plain index.
+    head = ["run", "job"]
+    if metrics:
+        head += ["final training loss", "loss 5% below ln C (left the plateau) at step"]
+    lines += ["| " + " | ".join([*head, "folder"]) + " |", "|---" * (len(head) + 1) + "|"]
     for i, r in enumerate(results["runs"]):
-        loss, step = "—", "—"
-        if r["job"] == "train":
-            rows = metrics[r["name"]]
-            loss = f"{r['results']['final_loss']:.4f}"
-            classes = num_classes(config.run_config(i)[1])
-            if classes:
-                found = plateau_end(rows, math.log(classes))
-                step = "not reached" if found is None else str(found)
-        lines.append(
-            f"| {r['name']} | {r['job']} | {loss} | {step} | "
-            f"[{r['name']}/]({r['name']}/report.md) |"
-        )
+        cells = [r["name"], r["job"]]
+        if metrics:
+            loss, step = "—", "—"
+            if r["job"] == "train":
+                loss = f"{r['results']['final_loss']:.4f}"
+                classes = num_classes(config.run_config(i)[1])
+                if classes:
+                    found = plateau_end(metrics[r["name"]], math.log(classes))
+                    step = "not reached" if found is None else str(found)
+            cells += [loss, step]
+        cells.append(f"[{r['name']}/]({r['name']}/report.md)")
+        lines.append("| " + " | ".join(cells) + " |")
     trained = [r for r in results["runs"] if r["job"] == "train"]
     if trained:
         lines += ["", "![train runs overlaid](suite.png)"]
