@@ -117,9 +117,14 @@ def sliding_window(model) -> tuple[list[str], int | None]:
 
 def build_masks(model, allowed: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
     """4D boolean masks from an (S, K) allowed matrix; a dict when some layers slide."""
+    return build_batch_masks(model, allowed[None], q_pos[None], k_pos[None])
+
+
+def build_batch_masks(model, allowed: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
+    """`build_masks` for a batch of rows at once: allowed (B, S, K), positions (B, S), (B, K)."""
     layer_types, window = sliding_window(model)
-    full = allowed[None, None]
+    full = allowed[:, None]
     if "sliding_attention" not in layer_types or window is None:
         return full
-    near = (q_pos[:, None] - k_pos[None, :]) < window
-    return {"full_attention": full, "sliding_attention": (allowed & near)[None, None]}
+    near = (q_pos[:, :, None] - k_pos[:, None, :]) < window
+    return {"full_attention": full, "sliding_attention": (allowed & near)[:, None]}

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from hf_icl.attention import disable_momentum, enable_momentum
 from hf_icl.errors import HfIclError
-from hf_icl.generation import generate_queries
+from hf_icl.generation import _query, generate_queries, plan_batches, prefill_chunks
 from hf_icl.render import RenderOptions, TextRenderer
 from hf_icl.render.generation import render_generation
 from hf_icl.tasks import load_task
@@ -36,7 +37,9 @@ def full_prompt(prompts, k, q):
     return prompts.prefix_ids[: prompts.boundaries[k]] + query
 
 
-def check_against_full_prompts(model, tok, prompts, max_new_tokens=6, until=()):
+def check_against_full_prompts(
+    model, tok, prompts, max_new_tokens=6, until=(), batch_size=3, prefill_tokens=4096
+):
     fast = generate_queries(
         model,
         tok,
@@ -44,8 +47,9 @@ def check_against_full_prompts(model, tok, prompts, max_new_tokens=6, until=()):
         SHOTS,
         until=list(until),
         max_new_tokens=max_new_tokens,
-        batch_size=3,
+        batch_size=batch_size,
         record=True,
+        prefill_tokens=prefill_tokens,
     )
     for k in SHOTS:
         for q, gen in enumerate(fast[k]):
@@ -76,6 +80,48 @@ def test_cached_prefix_generation_equals_full_prompts(fixture, request):
     if fixture == "tiny_gemma3":
         assert prompts.boundaries[max(SHOTS)] > 4 * model.config.sliding_window
     check_against_full_prompts(peaked(model), tok, prompts)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma3"])
+def test_one_batch_of_all_shot_counts_prefilled_in_chunks_equals_full_prompts(fixture, request):
+    """Every prompt of every shot count decodes in one batch, its queries encoded a few rows at
+    a time (chunks of different widths, joined for decoding)."""
+    model, tok = request.getfixturevalue(fixture)
+    prompts = sentiment_prompts(tok, queries=5)
+    (batch,) = plan_batches(prompts, SHOTS, batch_size=64)
+    assert {k for k, _ in batch} == set(SHOTS)
+    lengths = [len(_query(prompts, k, q)) for k, q in batch]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 1
+    chunks = prefill_chunks(lengths, 40)
+    assert len({max(lengths[r] for r in rows) for rows in chunks}) > 1
+    check_against_full_prompts(peaked(model), tok, prompts, batch_size=64, prefill_tokens=40)
+    assert model.config._attn_implementation == "sdpa"  # the model's own attention again
+
+
+def test_batches_follow_shot_counts_then_length_and_chunks_fit_the_token_budget(tokenizer):
+    prompts = sentiment_prompts(tokenizer, queries=4)
+    batches = plan_batches(prompts, [3, 0, 1], batch_size=5)
+    assert [len(b) for b in batches] == [5, 5, 2]
+    assert [k for k, _ in batches[0]].count(0) == 4  # shot counts in order, the tail joins
+    assert sorted(p for b in batches for p in b) == [(k, q) for k in (0, 1, 3) for q in range(4)]
+    for batch in batches:
+        lengths = [len(_query(prompts, k, q)) for k, q in batch]
+        assert lengths == sorted(lengths)
+    assert prefill_chunks([3, 3, 4, 9, 9], 12) == [[0, 1, 2], [3], [4]]
+    assert prefill_chunks([20], 12) == [[0]]  # a row longer than the budget still gets a chunk
+
+
+def test_momentum_models_are_refused_and_keep_their_attention(tiny_llama):
+    model, tok = tiny_llama
+    enable_momentum(model, 0.1)
+    try:
+        name = model.config._attn_implementation
+        with pytest.raises(HfIclError, match="momentum attention or attention capture"):
+            generate_queries(model, tok, sentiment_prompts(tok), [1], until=[], max_new_tokens=2)
+        assert model.config._attn_implementation == name
+    finally:
+        disable_momentum(model)
+    assert model.config._attn_implementation == "sdpa"
 
 
 def test_chat_generation_equals_full_prompts(tiny_llama):
