@@ -199,3 +199,21 @@ def test_compare_refuses_per_query_demonstrations(tmp_path, capsys):
     )
     line = fails_cleanly(capsys, tmp_path, ["compare", str(path), "--out", str(tmp_path / "run")])
     assert "tasks.0.demos: compare fine-tunes on one demo list per unit" in line
+
+
+def test_compare_names_per_query_demonstrations_for_several_models_with_model_encoder(
+    tmp_path, capsys
+):
+    path = tmp_path / "cmp.yaml"
+    task = {"name": "sentiment", "demos": {"selection": "topk", "encoder": "model"}}
+    config = {
+        "job": "compare",
+        "models": ["tiny-random-llama", "tiny-random-gemma3"],
+        "shots": [2],
+        "num_seeds": 1,
+        "num_queries": 2,
+        "tasks": [task],
+    }
+    path.write_text(yaml.safe_dump(config))
+    line = fails_cleanly(capsys, tmp_path, ["compare", str(path), "--out", str(tmp_path / "run")])
+    assert "demos: compare fine-tunes on one demo list per unit" in line

@@ -190,6 +190,18 @@ def unit_plan(config: CompareConfig, tasks: list[TaskRun]) -> UnitPlan:
 
 def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "config") -> None:
     for i, task in enumerate(tasks):
+        if task.lm_eval is None:
+            # First, so that a per-query selection is named as the cause even where it split
+            # the task per model (`encoder: model`); preview: no model is loaded for it.
+            episode, plan = unit_demos(config, task, 0, 0, preview=True)
+            if plan is not None:
+                raise HfIclError(
+                    f"{source}: tasks.{i}.demos: compare fine-tunes on one demo list "
+                    f"per unit, but selection {task.demos.selection!r} with order "
+                    f"{task.demos.order!r} gives queries or shot counts their own "
+                    "lists; use evaluate, or a shared selection (random, first_n, "
+                    "balanced, fixed) with order as_selected"
+                )
         if task.models is not None:
             raise HfIclError(
                 f"{source}: tasks.{i}.models: compare runs every model on every "
@@ -206,20 +218,10 @@ def check_tasks(config: CompareConfig, tasks: list[TaskRun], source: str = "conf
                     f"episodes, which lm-eval task {task.name!r} does not have; "
                     "set finetune.lr instead"
                 )
-            continue
-        episode, plan = unit_demos(config, task, 0, 0)
-        if episode.is_regression:
+        elif episode.is_regression:
             raise HfIclError(
                 f"{source}: tasks.{i}: task {task.name!r} is a regression task; "
                 "compare needs classification tasks (accuracy, Rec2FTP)"
-            )
-        if plan is not None:
-            raise HfIclError(
-                f"{source}: tasks.{i}.demos: compare fine-tunes on one demo list "
-                f"per unit, but selection {task.demos.selection!r} with order "
-                f"{task.demos.order!r} gives queries or shot counts their own "
-                "lists; use evaluate, or a shared selection (random, first_n, "
-                "balanced, fixed) with order as_selected"
             )
 
 
