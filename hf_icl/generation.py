@@ -1,11 +1,13 @@
 """Greedy generation for every query after k demonstrations, starting from the cached demo prefix.
 
-The demo prefix is encoded once per demo list (the scorer's prefix cache); for each shot count
-a batch of queries gets that cache cut at demo k, its own query tokens (left-padded, masked out)
-and then decodes token by token, every query at the positions it would have alone. Queries that
-stop (a stop string, the model's end-of-sequence token, ``max_new_tokens``) leave the batch, so
-decoding never waits for the longest answer. Only the prefill is saved compared with generating
-from each full prompt; the tokens are the same.
+The demo prefix is encoded once per demo list (the scorer's prefix cache) and stays one tensor
+per layer: the rows of a batch attend to it through `shared_prefix_attention`, each to its own
+cut (demo k), so a row's cache holds only its query and what it generated, and prompts of all
+shot counts decode in one batch. A batch's queries are encoded in chunks of similar length (little
+padding, masked out), then decode token by token, every query at the positions it would have
+alone. Queries that stop (a stop string, the model's end-of-sequence token, ``max_new_tokens``)
+leave the batch, so decoding never waits for the longest answer. Only the prefill is saved
+compared with generating from each full prompt; the tokens are the same.
 """
 
 from __future__ import annotations
@@ -256,7 +258,7 @@ def generate_queries(
     *,
     until: Sequence[str],
     max_new_tokens: int,
-    batch_size: int = 32,
+    batch_size: int = 128,
     record: bool = False,
     where: str = "task",
     prefill_tokens: int = PREFILL_TOKENS,

@@ -30,7 +30,7 @@ class ScoringOptions:
         help="generate: filters applied in order (strip, lowercase, "
         "first_line, {function: regex, regex_pattern: ..., group_select: 0})",
     )
-    batch_size: int = option(32, help="generate: queries decoded together")
+    batch_size: int = option(128, help="generate: queries decoded together")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
