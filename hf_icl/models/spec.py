@@ -48,7 +48,9 @@ class ModelSpec:
     trust_remote_code: bool = option(False, help="run model code from the Hub (off: unsafe)")
     revision: str | None = option(None, help="Hub revision")
     init: Literal["pretrained", "random"] = option(
-        "pretrained", help="'random': same architecture, randomly initialised (untrained control)"
+        "pretrained",
+        help="'random': same architecture and tokenizer, transformers' own initialisation (the "
+        "untrained control; a train run trains it with finetune: full, drawn from train.seed)",
     )
     momentum: MomentumConfig | None = option(
         None,
