@@ -26,7 +26,7 @@ from hf_icl.lm_eval_tasks import (
     fewshot_contexts,
     mc_continuations,
 )
-from hf_icl.packing import build_masks, pack_rows, packed_tree_row
+from hf_icl.packing import build_batch_masks, pack_rows, packed_tree_row
 from hf_icl.scoring import _prefix_cache, context_window
 
 
@@ -100,11 +100,28 @@ def check_window(
             )
 
 
-def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_Segment]):
-    """Log-probs at every position that predicts a continuation token: per segment, its trunk's
-    last token, then each branch's tokens in order."""
-    device = model.device
-    q_pos, k_pos, allowed = packed_tree_row(
+LOGITS_BYTES = 256 * 2**20  # kept logits per forward: packed rows are batched up to this
+
+
+@dataclass
+class _Layout:
+    """A packed row with every token that predicts a continuation token moved to its end, in
+    read order: positions and the mask carry the structure, so the order in the row is free,
+    and a batch of left-padded rows then reads the same last positions."""
+
+    ids: list[int]
+    positions: torch.Tensor
+    allowed: torch.Tensor  # tokens × (cached + tokens)
+    cached: int
+    reads: int
+
+
+def _reads(row: list[_Segment]) -> int:
+    return sum(1 + sum(len(b) for b in s.branches) for s in row)
+
+
+def _layout(row: list[_Segment], device: torch.device) -> _Layout:
+    q_pos, _, allowed = packed_tree_row(
         [s.cached for s in row],
         [len(s.trunk) for s in row],
         [[len(b) for b in s.branches] for s in row],
@@ -112,26 +129,78 @@ def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], row: list[_S
     )
     cached = max(s.cached for s in row)
     ids, reads = [], []
-    for seg in row:
+    for seg in row:  # per segment: its trunk's last token, then each branch's tokens
         reads.append(len(ids) + len(seg.trunk) - 1)
         ids += seg.trunk
         for branch in seg.branches:
             reads += range(len(ids), len(ids) + len(branch))
             ids += branch
+    read = set(reads)
+    order = torch.tensor([i for i in range(len(ids)) if i not in read] + reads, device=device)
+    columns = torch.cat([torch.arange(cached, device=device), cached + order])
+    return _Layout(
+        [ids[i] for i in order.tolist()],
+        q_pos[order],
+        allowed[order][:, columns],
+        cached,
+        len(reads),
+    )
+
+
+def _batches(rows: list[list[_Segment]], vocab: int) -> list[list[list[_Segment]]]:
+    """Consecutive packed rows, as many per forward as `LOGITS_BYTES` allows."""
+    batches: list[list[list[_Segment]]] = []
+    most = 0
+    for row in rows:
+        most = max(most, _reads(row))
+        if batches and (len(batches[-1]) + 1) * most * vocab * 4 <= LOGITS_BYTES:
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+            most = _reads(row)
+    return batches
+
+
+def _forward(model, cache: list[tuple[torch.Tensor, torch.Tensor]], rows: list[list[_Segment]]):
+    """Per row, the log-probs at its read positions (`_layout`), the rows left-padded into one
+    batch over the prefix cache; a padding token sees only itself."""
+    device = model.device
+    laid = [_layout(row, device) for row in rows]
+    width, cached = max(len(r.ids) for r in laid), max(r.cached for r in laid)
+    keep = max(r.reads for r in laid)
+    ids = torch.zeros(len(laid), width, dtype=torch.long, device=device)
+    pos = torch.zeros_like(ids)
+    allowed = torch.zeros(len(laid), width, cached + width, dtype=torch.bool, device=device)
+    for b, row in enumerate(laid):
+        pad = width - len(row.ids)
+        ids[b, pad:] = torch.tensor(row.ids, device=device)
+        pos[b, pad:] = row.positions
+        allowed[b, pad:, : row.cached] = row.allowed[:, : row.cached]
+        allowed[b, pad:, cached + pad :] = row.allowed[:, row.cached :]
+        allowed[b, range(pad), range(cached, cached + pad)] = True
+    prefix = torch.arange(cached, device=device).expand(len(laid), -1)
     past = (
-        DynamicCache(ddp_cache_data=[(k[:, :, :cached], v[:, :, :cached]) for k, v in cache])
+        DynamicCache(
+            ddp_cache_data=[
+                (
+                    k[:, :, :cached].expand(len(laid), -1, -1, -1),
+                    v[:, :, :cached].expand(len(laid), -1, -1, -1),
+                )
+                for k, v in cache
+            ]
+        )
         if cache and cached
         else None
     )
-    out = model(
-        input_ids=torch.tensor([ids], device=device),
-        position_ids=q_pos[None],
-        attention_mask=build_masks(model, allowed, q_pos, k_pos),
+    logits = model(
+        input_ids=ids,
+        position_ids=pos,
+        attention_mask=build_batch_masks(model, allowed, pos, torch.cat([prefix, pos], 1)),
         **cache_kwargs(model, past),
         use_cache=past is not None,
-        logits_to_keep=torch.tensor(reads, device=device),
-    )
-    return out.logits[0].float().log_softmax(-1)
+        logits_to_keep=keep,
+    ).logits
+    return [logits[b, keep - r.reads :].float().log_softmax(-1) for b, r in enumerate(laid)]
 
 
 def _row_scores(
@@ -177,10 +246,13 @@ def score_choices(
         cache = _prefix_cache(model, prefix) if prefix else []
     segments = [_segment(i, req, prefix) for i, req in enumerate(requests)]
     results: list[ChoiceScores | None] = [None] * len(requests)
-    for indices in pack_rows([s.length for s in segments], pack_tokens):
-        row = [segments[i] for i in indices]
-        for seg, scores in zip(row, _row_scores(_forward(model, cache, row), row, requests)):
-            results[seg.request] = scores
+    rows = [
+        [segments[i] for i in idx] for idx in pack_rows([s.length for s in segments], pack_tokens)
+    ]
+    for batch in _batches(rows, model.config.get_text_config().vocab_size):
+        for row, logp in zip(batch, _forward(model, cache, batch)):
+            for seg, scores in zip(row, _row_scores(logp, row, requests)):
+                results[seg.request] = scores
     return results  # type: ignore[return-value]
 
 
