@@ -28,7 +28,7 @@ from hf_icl.packing import build_batch_masks
 from hf_icl.render.generation import longest_generation
 from hf_icl.scoring import _prefix_cache, context_window
 
-PREFILL_TOKENS = 4096  # query tokens (padding included) encoded per forward
+PREFILL_TOKENS = 8192  # query tokens (padding included) encoded per forward
 
 
 class Prompts(Protocol):
